@@ -1,0 +1,1 @@
+"""Bundled benchmarks: workloads, peers and reports (run by ``mistral-cache bench``)."""
