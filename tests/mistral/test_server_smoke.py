@@ -1,0 +1,80 @@
+"""The real Mistral server the integration suite runs against answers as
+Mistral does: a workflow runs to SUCCESS, an unknown name is a 404."""
+
+import time
+import uuid
+
+import pytest
+from mistralclient.api.base import APIException
+
+DEADLINE = 60.0
+
+
+def _wait_final(client, execution_id):
+    deadline = time.monotonic() + DEADLINE
+    seen = []
+    while True:
+        execution = client.executions.get(execution_id)
+        if not seen or seen[-1] != execution.state:
+            seen.append(execution.state)
+        if execution.state in ("SUCCESS", "ERROR", "CANCELLED"):
+            return execution, seen
+        if time.monotonic() > deadline:
+            pytest.fail(f"execution {execution_id} still {seen} after {DEADLINE}s")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def workflow_name(mistral_client):
+    name = f"smoke_{uuid.uuid4().hex[:10]}"
+    definition = f"""---
+version: '2.0'
+{name}:
+  type: direct
+  input:
+    - msg
+  output:
+    echoed: <% $.echoed %>
+  tasks:
+    echo:
+      action: std.echo output=<% $.msg %>
+      publish:
+        echoed: <% task().result %>
+      on-success: [nap]
+    nap:
+      action: std.sleep seconds=1
+"""
+    created = mistral_client.workflows.create(definition)
+    assert [w.name for w in created] == [name]
+    yield name
+    mistral_client.workflows.delete(name)
+
+
+def test_execution_runs_to_success(mistral_client, workflow_name):
+    execution = mistral_client.executions.create(
+        workflow_name, workflow_input={"msg": "hi"}
+    )
+    assert execution.state == "RUNNING"
+
+    execution, seen = _wait_final(mistral_client, execution.id)
+
+    assert execution.state == "SUCCESS", execution.state_info
+    assert seen[0] == "RUNNING"
+    assert execution.to_dict()["output"] == '{"echoed": "hi"}'
+    tasks = mistral_client.tasks.list(workflow_execution_id=execution.id)
+    assert sorted((t.name, t.state) for t in tasks) == [
+        ("echo", "SUCCESS"),
+        ("nap", "SUCCESS"),
+    ]
+    mistral_client.executions.delete(execution.id)
+
+
+def test_unknown_workflow_is_a_404(mistral_client):
+    with pytest.raises(APIException) as caught:
+        mistral_client.workflows.get(f"no_such_workflow_{uuid.uuid4().hex}")
+    assert caught.value.error_code == 404
+
+
+def test_standard_actions_are_loaded(mistral_client):
+    names = {a.name for a in mistral_client.actions.list(limit=1000)}
+    assert {"std.echo", "std.noop", "std.sleep", "std.http", "std.fail"} <= names
