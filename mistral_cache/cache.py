@@ -1,0 +1,351 @@
+"""`Cache`: owns the tiers, the policies and the statistics; ``.cached()`` builds wrappers."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import tenacity
+
+from . import coherence
+from .core import Engine, Flow, _Redis, adrive, drive
+from .exceptions import ConfigurationError
+from .resilience import CLOSED, CircuitBreaker
+from .serializers import Codec, Serializer
+from .stampede import LockKeeper, SingleFlight
+from .stats import Stats
+from .tiers.local import LocalTier
+from .tiers.redis import FAILED, Keyspace, RedisTier
+
+log = logging.getLogger("mistral_cache")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Options:
+    """Cache-wide defaults; most can be overridden per decorated function."""
+
+    local_ttl: float | None
+    local_max_bytes: int | None
+    lock: bool
+    lock_timeout: float
+    lock_wait: float
+    on_lock_timeout: str
+    early_refresh: bool
+    beta: float
+    stale_if_error: float
+    stale_while_revalidate: bool
+    tombstone_ttl: float
+
+
+def _seconds(value: float | _dt.timedelta | None, name: str, *, allow_zero: bool = True) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, _dt.timedelta):
+        value = value.total_seconds()
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigurationError(f"{name} must be a non-negative number of seconds or a timedelta, got {value!r}")
+    return float(value)
+
+
+class Cache:
+    """A two-tier cache: an in-process LRU in front of Redis.
+
+    ``redis_url=None`` (and no ``redis=``) keeps the local tier only;
+    ``local_maxsize=0`` keeps Redis only. Nothing connects, and no thread starts,
+    until the first call that needs Redis.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        redis: Any = None,
+        async_redis: Any = None,
+        namespace: str = "default",
+        local_maxsize: int = 4096,
+        local_max_bytes: int | None = None,
+        local_ttl: float | _dt.timedelta | None = 60.0,
+        serializer: str | Serializer = "json",
+        secret: bytes | str | None = None,
+        compress_threshold: int | None = 16 * 1024,
+        max_value_size: int | None = 4 * 1024 * 1024,
+        lock: bool = True,
+        lock_timeout: float = 10.0,
+        lock_wait: float = 30.0,
+        on_lock_timeout: str = "compute",
+        early_refresh: bool = True,
+        beta: float = 1.0,
+        stale_if_error: float | _dt.timedelta = 0.0,
+        stale_while_revalidate: bool = False,
+        coherence: bool = True,
+        redis_retry: tenacity.BaseRetrying | None = None,
+        breaker: CircuitBreaker | None = None,
+        socket_timeout: float = 0.25,
+        connect_timeout: float = 0.25,
+        strict: bool = False,
+        timer: Callable[[], float] = time.time,
+        sleep: Callable[[float], Any] = time.sleep,
+    ) -> None:
+        if not isinstance(local_maxsize, int) or local_maxsize < 0:
+            raise ConfigurationError(f"local_maxsize must be an int >= 0, got {local_maxsize!r}")
+        if on_lock_timeout not in ("compute", "raise"):
+            raise ConfigurationError(f"on_lock_timeout must be 'compute' or 'raise', got {on_lock_timeout!r}")
+        if lock_timeout <= 0 or lock_wait <= 0:
+            raise ConfigurationError("lock_timeout and lock_wait must be positive")
+        self.namespace = namespace
+        self.keyspace = Keyspace(namespace)
+        self.options = Options(
+            local_ttl=_seconds(local_ttl, "local_ttl") or None,
+            local_max_bytes=local_max_bytes,
+            lock=lock,
+            lock_timeout=float(lock_timeout),
+            lock_wait=float(lock_wait),
+            on_lock_timeout=on_lock_timeout,
+            early_refresh=early_refresh,
+            beta=float(beta),
+            stale_if_error=_seconds(stale_if_error, "stale_if_error"),
+            stale_while_revalidate=stale_while_revalidate,
+            tombstone_ttl=max(60.0, 2 * float(lock_timeout)),
+        )
+        self.timer = timer
+        self.sleep = sleep
+        self.codec = Codec(serializer, secret=secret, compress_threshold=compress_threshold, max_value_size=max_value_size)
+        self.local = LocalTier(local_maxsize, max_bytes=local_max_bytes) if (local_maxsize or local_max_bytes) else None
+        self.redis: RedisTier | None = None
+        if redis_url is not None or redis is not None or async_redis is not None:
+            self.redis = RedisTier(
+                redis_url, client=redis, async_client=async_redis, breaker=breaker, retry=redis_retry,
+                socket_timeout=socket_timeout, connect_timeout=connect_timeout, strict=strict,
+                on_error=self._redis_error,
+            )
+            self.redis.breaker.on_change(self._breaker_moved)
+        self.flights = SingleFlight()
+        self.sender = os.urandom(6).hex()
+        self._coherence = coherence and self.local is not None and self.redis is not None
+        self.listener: coherence.Listener | None = None
+        self._keeper: LockKeeper | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+        self._init_lock = threading.Lock()
+        self.stats_extra = Stats()
+
+    def __repr__(self) -> str:
+        tiers = [t for t, on in (("local", self.local), ("redis", self.redis)) if on]
+        return f"<Cache namespace={self.namespace!r} tiers={'+'.join(tiers) or 'none'}>"
+
+    # -- decorating -------------------------------------------------------
+    def cached(
+        self,
+        ttl: float | _dt.timedelta | Callable[[Any], Any],
+        key: str | Callable[..., str] | None = None,
+        *,
+        tags: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        version: str | int | None = None,
+        lock: bool | None = None,
+        early_refresh: bool | None = None,
+        stale_if_error: float | None = None,
+        stale_while_revalidate: bool | None = None,
+        stale_on: Callable[[BaseException], bool] | None = None,
+        retry: tenacity.BaseRetrying | None = None,
+        should_cache: Callable[[Any], bool] | None = None,
+        local: bool = True,
+    ) -> Callable[[F], F]:
+        """Cache a function, method or coroutine function.
+
+        ``ttl``: seconds, a timedelta, or a callable of the result (so the
+        lifetime can follow what came back). ``key``: a ``str.format`` template
+        over the parameters, a callable, or None for a canonical encoding of all
+        arguments. ``tags``: templates naming groups to invalidate together.
+        ``retry``: a tenacity policy for the function itself.
+        """
+        from .decorator import make_wrapper
+
+        def decorate(fn: F) -> F:
+            engine = Engine(
+                self, fn, ttl=ttl, key=key, tags=tags, exclude=exclude, version=version, lock=lock,
+                early_refresh=early_refresh, stale_if_error=stale_if_error,
+                stale_while_revalidate=stale_while_revalidate, stale_on=stale_on, retry=retry,
+                should_cache=should_cache, local=local,
+            )
+            return make_wrapper(engine)  # type: ignore[return-value]
+
+        return decorate
+
+    def _register(self, engine: Engine) -> None:
+        self._engines.add(engine)
+
+    # -- invalidation ---------------------------------------------------------
+    def message(self, kind: str, payload: str = "") -> str:
+        return coherence.message(self.sender, kind, payload)
+
+    def invalidate_key_flow(self, key: str) -> Flow:
+        """Replace the entry with a tombstone (so a computation that began before
+        this cannot store its older value) and announce it, in one round trip."""
+        assert self.redis is not None
+        now = self.timer()
+        ttl = self.options.tombstone_ttl
+        data = self.codec.encode(None, created_at=now, ttl=ttl, tombstone=True)
+        yield _Redis(self.redis.put_and_announce(
+            self.keyspace.entry(key), data, int(ttl * 1000), self.keyspace.channel, self.message("k", key)
+        ), "invalidate")
+
+    def _bump_flow(self, counters: list[str], kind: str, payload: str) -> Flow:
+        if self.redis is not None:
+            yield _Redis(self.redis.bump_and_announce(counters, self.keyspace.channel, self.message(kind, payload)), "invalidate")
+
+    def _tags_flow(self, tags: Iterable[str]) -> Flow:
+        tags = [t for t in tags]
+        for t in tags:
+            if not isinstance(t, str) or not t:
+                raise ConfigurationError(f"tags must be non-empty strings, got {t!r}")
+        if self.local is not None:
+            self.local.delete_tags(tags)
+        return self._bump_flow([self.keyspace.tag(t) for t in tags], "t", coherence.SEP.join(tags))
+
+    def _clear_flow(self) -> Flow:
+        self.flights.forget_all()
+        if self.local is not None:
+            self.local.clear()
+        return self._bump_flow([self.keyspace.generation], "c")
+
+    def invalidate(self, key: str) -> None:
+        """Drop one entry by its full key (as ``fn.cache_key(...)`` returns it) everywhere."""
+        self.flights.forget(key)
+        if self.local is not None:
+            self.local.delete(key)
+        if self.redis is not None:
+            self._drive(self.invalidate_key_flow(key))
+
+    async def ainvalidate(self, key: str) -> None:
+        self.flights.forget(key)
+        if self.local is not None:
+            self.local.delete(key)
+        if self.redis is not None:
+            await self._adrive(self.invalidate_key_flow(key))
+
+    def invalidate_tags(self, *tags: str) -> None:
+        """Every entry computed under one of these tags becomes a miss, in every process (O(1) per tag)."""
+        self._drive(self._tags_flow(tags))
+
+    async def ainvalidate_tags(self, *tags: str) -> None:
+        await self._adrive(self._tags_flow(tags))
+
+    def clear(self) -> None:
+        """Forget the whole namespace in every process, in O(1): bumps its generation."""
+        self._drive(self._clear_flow())
+
+    async def aclear(self) -> None:
+        await self._adrive(self._clear_flow())
+
+    def _drive(self, flow: Flow) -> Any:
+        return drive(flow, lambda op: self.redis.run(op.op, op.what) if self.redis else FAILED)
+
+    async def _adrive(self, flow: Flow) -> Any:
+        async def perform(op: Any) -> Any:
+            return await self.redis.arun(op.op, op.what) if self.redis else FAILED
+
+        return await adrive(flow, perform)
+
+    # -- background machinery, started on first use ---------------------------
+    def ensure_listener(self) -> None:
+        if not self._coherence:
+            return
+        listener = self.listener
+        if listener is None:
+            with self._init_lock:
+                if self.listener is None:
+                    assert self.redis is not None and self.local is not None
+                    tier = self.redis
+                    self.listener = coherence.Listener(
+                        lambda: tier.client().pubsub(), self.keyspace.channel, self.local, self.sender
+                    )
+                listener = self.listener
+        listener.ensure_started()
+
+    @property
+    def lock_keeper(self) -> LockKeeper:
+        if self._keeper is None:
+            with self._init_lock:
+                if self._keeper is None:
+                    tier, timeout = self.redis, self.options.lock_timeout
+                    assert tier is not None
+                    self._keeper = LockKeeper(
+                        lambda k, t: tier.run(tier.reacquire(k, t, int(timeout * 1000)), "extend lock"),
+                        timeout / 3,
+                    )
+        return self._keeper
+
+    def background(self, job: Callable[[], Any]) -> None:
+        if self._executor is None:
+            with self._init_lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mistral-cache-refresh")
+        future = self._executor.submit(job)
+        future.add_done_callback(_log_failure)
+
+    def abackground(self, job: Coroutine[Any, Any, Any] | Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+
+    # -- faults ---------------------------------------------------------------
+    def _redis_error(self, exc: BaseException) -> None:
+        self.stats_extra.redis_errors += 1
+
+    def _breaker_moved(self, old: str, new: str) -> None:
+        if new == CLOSED and self.local is not None:
+            # Invalidations sent while we could not reach Redis never reached us.
+            log.info("redis is back: flushing the local tier")
+            self.local.clear()
+
+    # -- introspection --------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        total = Stats()
+        total.merge(self.stats_extra)
+        functions = {}
+        for engine in list(self._engines):
+            total.merge(engine.stats)
+            functions[engine.name] = engine.stats.snapshot()
+        out = total.snapshot()
+        out["functions"] = functions
+        out["local_size"] = len(self.local) if self.local is not None else None
+        if self.redis is not None:
+            b = self.redis.breaker
+            out["breaker"] = {"state": b.state, "transitions": dict(b.transitions), "rejected": b.rejected}
+        if self.listener is not None:
+            out["coherence"] = {
+                "connected": self.listener.connected.is_set(),
+                "reconnects": self.listener.reconnects,
+                "received": self.listener.received,
+            }
+        return out
+
+    def close(self) -> None:
+        """Stop the listener and the refresh threads (the cache stays usable; they restart on demand)."""
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+
+def _log_failure(future: Any) -> None:
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        log.warning("background refresh failed: %s: %s", type(exc).__name__, exc)

@@ -1,0 +1,126 @@
+"""Retries (tenacity) and the circuit breaker that keeps a sick Redis off the hot path."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.exceptions as rex
+import tenacity
+
+log = logging.getLogger("mistral_cache.resilience")
+
+#: Errors a retry can fix: a refused or reset connection. A *timeout* is not
+#: retried: a frozen or overloaded server will not answer faster the second time,
+#: and retrying it would multiply the latency the breaker exists to bound.
+RETRYABLE = (rex.ConnectionError, rex.BusyLoadingError)
+
+
+def default_redis_retry() -> tenacity.Retrying:
+    """Three quick tries within 200 ms, with jittered exponential backoff."""
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(3) | tenacity.stop_after_delay(0.2),
+        wait=tenacity.wait_exponential_jitter(initial=0.005, max=0.05),
+        retry=tenacity.retry_if_exception_type(RETRYABLE)
+        & tenacity.retry_if_not_exception_type(rex.TimeoutError),
+        reraise=True,
+    )
+
+
+_COPIED = ("stop", "wait", "retry", "before", "after", "before_sleep", "reraise", "retry_error_callback")
+
+
+def as_async(policy: tenacity.BaseRetrying) -> tenacity.AsyncRetrying:
+    """The same tenacity policy (stop, wait, retry, callbacks), driving coroutines."""
+    if isinstance(policy, tenacity.AsyncRetrying):
+        return policy
+    return tenacity.AsyncRetrying(**{name: getattr(policy, name) for name in _COPIED})
+
+
+def as_sync(policy: tenacity.BaseRetrying) -> tenacity.Retrying:
+    if isinstance(policy, tenacity.Retrying):
+        return policy
+    return tenacity.Retrying(**{name: getattr(policy, name) for name in _COPIED})
+
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+class CircuitBreaker:
+    """Opens after ``failure_threshold`` consecutive failures; after ``reset_timeout``
+    lets one probe through (half-open) and closes when it succeeds.
+
+    While open, callers skip Redis entirely, so an outage costs them nothing but
+    the local tier and the function. ``on_change(old, new)`` observers hear every
+    transition (the cache flushes its local tier when the breaker closes: what it
+    holds may have been invalidated while Redis was out of reach).
+    """
+
+    def __init__(
+        self,
+        failure_threshold: int = 3,
+        reset_timeout: float = 2.0,
+        *,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1 or reset_timeout <= 0:
+            raise ValueError("failure_threshold must be >= 1 and reset_timeout > 0")
+        self.failure_threshold = failure_threshold
+        self.reset_timeout = reset_timeout
+        self._timer = timer
+        self._lock = threading.Lock()
+        self.state = CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+        self.transitions: dict[str, int] = {CLOSED: 0, OPEN: 0, HALF_OPEN: 0}
+        self.rejected = 0
+        self._observers: list[Callable[[str, str], Any]] = []
+
+    def on_change(self, observer: Callable[[str, str], Any]) -> None:
+        self._observers.append(observer)
+
+    def _move(self, new: str) -> None:
+        old, self.state = self.state, new
+        self.transitions[new] += 1
+        level = logging.WARNING if new == OPEN else logging.INFO
+        log.log(level, "redis circuit breaker %s -> %s", old, new)
+        for observer in self._observers:
+            try:
+                observer(old, new)
+            except Exception:  # an observer must not break the breaker
+                log.exception("circuit breaker observer failed")
+
+    def allow(self) -> bool:
+        if self.state == CLOSED:
+            return True
+        with self._lock:
+            if self.state == OPEN and self._timer() - self._opened_at >= self.reset_timeout:
+                self._move(HALF_OPEN)
+            if self.state == HALF_OPEN and not self._probing:
+                self._probing = True
+                return True
+            if self.state == CLOSED:
+                return True
+            self.rejected += 1
+            return False
+
+    def success(self) -> None:
+        if self.state == CLOSED and not self._failures:
+            return
+        with self._lock:
+            self._failures = 0
+            self._probing = False
+            if self.state != CLOSED:
+                self._move(CLOSED)
+
+    def failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            self._probing = False
+            if self.state == HALF_OPEN or (self.state == CLOSED and self._failures >= self.failure_threshold):
+                self._opened_at = self._timer()
+                self._move(OPEN)

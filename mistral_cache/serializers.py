@@ -1,0 +1,253 @@
+"""Serialisers and the Redis envelope.
+
+Every Redis value is an *envelope*: a fixed header (format version, flags, a
+random write id, created-at, logical TTL, compute time), a small JSON ``meta``
+section (generations of the namespace and tags it was computed under, and room
+for policies such as adaptive TTLs), then the payload. Later features read the
+header, so adding them needs no format change. Bytes that do not parse, carry
+another version, or fail their HMAC are rejected as a whole: the caller sees a
+miss, never an exception and never an unpickled foreign object.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import hmac
+import json
+import os
+import pickle
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from .exceptions import ConfigurationError, SerializationError
+
+FORMAT_VERSION = 1
+MAGIC = b"MC"
+_HEADER = struct.Struct("!2sBB8sdddI")
+HEADER_SIZE = _HEADER.size
+#: Offset and length of the write id, which the conditional-write Lua script compares.
+WRITE_ID_OFFSET, WRITE_ID_SIZE = 4, 8
+_SIG_SIZE = 32
+
+F_COMPRESSED = 0x01
+F_SIGNED = 0x02
+F_TOMBSTONE = 0x04
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns a value into bytes and back. ``trusted_input`` says whether
+    ``loads`` is safe on bytes an attacker may have written (pickle's is not)."""
+
+    name: str
+    trusted_input: bool
+
+    def dumps(self, value: Any) -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, _dt.datetime):
+        return {"__dt__": value.isoformat()}
+    if isinstance(value, _dt.date):
+        return {"__date__": value.isoformat()}
+    if isinstance(value, (set, frozenset)):
+        return {"__set__": sorted(value, key=repr)}
+    raise TypeError(f"{type(value).__qualname__} is not JSON serialisable")
+
+
+def _json_hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1:
+        if "__dt__" in obj:
+            return _dt.datetime.fromisoformat(obj["__dt__"])
+        if "__date__" in obj:
+            return _dt.date.fromisoformat(obj["__date__"])
+        if "__set__" in obj:
+            return set(obj["__set__"])
+    return obj
+
+
+class JSONSerializer:
+    """The default: safe on any input, readable in ``redis-cli``. Tuples come back as lists."""
+
+    name = "json"
+    trusted_input = False
+
+    def dumps(self, value: Any) -> bytes:
+        return json.dumps(value, default=_json_default, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def loads(self, data: bytes) -> Any:
+        return json.loads(data, object_hook=_json_hook)
+
+
+class MsgpackSerializer:
+    """Compact and fast; needs the ``msgpack`` package."""
+
+    name = "msgpack"
+    trusted_input = False
+
+    def __init__(self) -> None:
+        try:
+            import msgpack
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ConfigurationError("serializer='msgpack' needs: pip install msgpack") from exc
+        self._msgpack = msgpack
+
+    def dumps(self, value: Any) -> bytes:
+        out: bytes = self._msgpack.packb(value, default=_json_default, datetime=False)
+        return out
+
+    def loads(self, data: bytes) -> Any:
+        return self._msgpack.unpackb(data, object_hook=_json_hook, strict_map_key=False)
+
+
+class PickleSerializer:
+    """Any picklable value; only ever loaded after the envelope's HMAC verified."""
+
+    name = "pickle"
+    trusted_input = True
+
+    def dumps(self, value: Any) -> bytes:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def loads(self, data: bytes) -> Any:
+        return pickle.loads(data)  # noqa: S301 - callers verify the HMAC first
+
+
+SERIALIZERS: dict[str, type] = {
+    "json": JSONSerializer,
+    "msgpack": MsgpackSerializer,
+    "pickle": PickleSerializer,
+}
+
+
+def make_serializer(spec: str | Serializer) -> Serializer:
+    if isinstance(spec, str):
+        try:
+            return SERIALIZERS[spec]()  # type: ignore[no-any-return]
+        except KeyError:
+            raise ConfigurationError(
+                f"unknown serializer {spec!r}; choose one of {sorted(SERIALIZERS)} or pass an object"
+            ) from None
+    if not isinstance(spec, Serializer):
+        raise ConfigurationError(f"serializer {spec!r} has no name/dumps/loads/trusted_input")
+    return spec
+
+
+@dataclass
+class Envelope:
+    """One decoded Redis entry."""
+
+    value: Any
+    created_at: float
+    ttl: float
+    compute_time: float
+    meta: dict[str, Any] = field(default_factory=dict)
+    write_id: bytes = b""
+    tombstone: bool = False
+
+    @property
+    def expires_at(self) -> float:
+        return self.created_at + self.ttl
+
+
+class Codec:
+    """Packs values into envelopes and back: serialiser, compression, signature, size limit."""
+
+    def __init__(
+        self,
+        serializer: str | Serializer = "json",
+        *,
+        secret: bytes | str | None = None,
+        compress_threshold: int | None = 16 * 1024,
+        max_value_size: int | None = 4 * 1024 * 1024,
+    ) -> None:
+        self.serializer = make_serializer(serializer)
+        if isinstance(secret, str):
+            secret = secret.encode()
+        if self.serializer.trusted_input and not secret:
+            raise ConfigurationError(
+                f"serializer {self.serializer.name!r} can run code when loading; "
+                "it needs secret= (an HMAC key) so tampered bytes are rejected"
+            )
+        self._secret = secret or None
+        self.compress_threshold = compress_threshold
+        self.max_value_size = max_value_size
+
+    def _sign(self, data: bytes) -> bytes:
+        assert self._secret is not None
+        return hmac.new(self._secret, data, hashlib.sha256).digest()
+
+    def encode(
+        self,
+        value: Any,
+        *,
+        created_at: float,
+        ttl: float,
+        compute_time: float = 0.0,
+        meta: dict[str, Any] | None = None,
+        tombstone: bool = False,
+    ) -> bytes:
+        """Raises SerializationError (unserialisable) or ValueError (over ``max_value_size``)."""
+        flags = 0
+        if tombstone:
+            payload = b""
+            flags |= F_TOMBSTONE
+        else:
+            try:
+                payload = self.serializer.dumps(value)
+            except Exception as exc:
+                raise SerializationError(
+                    f"{self.serializer.name} cannot serialise a {type(value).__qualname__}: {exc}"
+                ) from exc
+            if self.compress_threshold is not None and len(payload) > self.compress_threshold:
+                payload = zlib.compress(payload, 1)
+                flags |= F_COMPRESSED
+            if self.max_value_size is not None and len(payload) > self.max_value_size:
+                raise ValueError(f"value of {len(payload)} bytes exceeds max_value_size={self.max_value_size}")
+        meta_bytes = json.dumps(meta, separators=(",", ":")).encode() if meta else b""
+        if self._secret:
+            flags |= F_SIGNED
+        head = _HEADER.pack(
+            MAGIC, FORMAT_VERSION, flags, os.urandom(WRITE_ID_SIZE),
+            created_at, ttl, compute_time, len(meta_bytes),
+        )
+        body = head + meta_bytes + payload
+        return body + self._sign(body) if self._secret else body
+
+    def decode(self, data: bytes) -> Envelope:
+        """Raises SerializationError for anything that is not a valid envelope of ours."""
+        if len(data) < HEADER_SIZE:
+            raise SerializationError("truncated entry")
+        magic, version, flags, write_id, created, ttl, compute, meta_len = _HEADER.unpack_from(data)
+        if magic != MAGIC or version != FORMAT_VERSION:
+            raise SerializationError(f"foreign entry (magic {magic!r}, version {version})")
+        if self._secret:
+            if not flags & F_SIGNED or len(data) < HEADER_SIZE + meta_len + _SIG_SIZE:
+                raise SerializationError("unsigned entry where a signature is required")
+            body, sig = data[:-_SIG_SIZE], data[-_SIG_SIZE:]
+            if not hmac.compare_digest(sig, self._sign(body)):
+                raise SerializationError("signature mismatch: entry tampered with or written with another key")
+        elif flags & F_SIGNED:
+            raise SerializationError("signed entry but this cache has no secret")
+        else:
+            body = data
+        end = HEADER_SIZE + meta_len
+        if len(body) < end:
+            raise SerializationError("truncated entry")
+        try:
+            meta = json.loads(body[HEADER_SIZE:end]) if meta_len else {}
+            if flags & F_TOMBSTONE:
+                value = None
+            else:
+                payload = body[end:]
+                if flags & F_COMPRESSED:
+                    payload = zlib.decompress(payload)
+                value = self.serializer.loads(payload)
+        except Exception as exc:
+            raise SerializationError(f"corrupt entry: {exc!r}") from exc
+        return Envelope(value, created, ttl, compute, meta, write_id, bool(flags & F_TOMBSTONE))

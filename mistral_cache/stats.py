@@ -1,0 +1,99 @@
+"""Counters and latency histograms, per function and per cache.
+
+Counters are plain ints bumped without a lock: under threads a rare increment
+may be lost, which is acceptable for statistics and keeps the hit path cheap.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+COUNTERS = (
+    "local_hits", "redis_hits", "misses", "computes", "compute_errors", "early_refreshes",
+    "stale_served", "lock_waits", "lock_timeouts", "redis_errors", "corrupt", "rejected",
+    "invalidations",
+)
+
+_BUCKETS_PER_DECADE = 20
+_LOW = 1e-7  # 0.1 microsecond
+
+
+class Histogram:
+    """Log-spaced buckets from 0.1 us to ~100 s: quantiles within ~12% at any scale."""
+
+    __slots__ = ("counts", "total", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (_BUCKETS_PER_DECADE * 10 + 1)
+        self.total = 0
+        self.sum = 0.0
+
+    def add(self, seconds: float) -> None:
+        index = 0 if seconds <= _LOW else int(math.log10(seconds / _LOW) * _BUCKETS_PER_DECADE) + 1
+        self.counts[min(index, len(self.counts) - 1)] += 1
+        self.total += 1
+        self.sum += seconds
+
+    def quantile(self, q: float) -> float | None:
+        if not self.total:
+            return None
+        rank = q * (self.total - 1) + 1
+        seen = 0
+        for index, count in enumerate(self.counts):
+            seen += count
+            if seen >= rank:
+                return _LOW * 10 ** ((index - 0.5) / _BUCKETS_PER_DECADE) if index else _LOW
+        return None  # pragma: no cover
+
+    def merge(self, other: Histogram) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
+        self.total += other.total
+        self.sum += other.sum
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "count": self.total,
+            "mean": self.sum / self.total if self.total else None,
+            "p50": self.quantile(0.5),
+            "p99": self.quantile(0.99),
+        }
+
+
+class Stats:
+    """What one function (or, merged, one cache) did."""
+
+    local_hits: int
+    redis_hits: int
+    misses: int
+    computes: int
+    compute_errors: int
+    early_refreshes: int
+    stale_served: int
+    lock_waits: int
+    lock_timeouts: int
+    redis_errors: int
+    corrupt: int
+    rejected: int
+    invalidations: int
+
+    def __init__(self) -> None:
+        for name in COUNTERS:
+            setattr(self, name, 0)
+        self.latency = {"redis_hit": Histogram(), "miss": Histogram()}
+
+    def merge(self, other: Stats) -> None:
+        for name in COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for path, hist in other.latency.items():
+            self.latency[path].merge(hist)
+
+    def snapshot(self) -> dict[str, Any]:
+        out: dict[str, Any] = {name: getattr(self, name) for name in COUNTERS}
+        lookups = out["local_hits"] + out["redis_hits"] + out["misses"]
+        out["hit_rate"] = (out["local_hits"] + out["redis_hits"]) / lookups if lookups else None
+        out["latency"] = {path: h.summary() for path, h in self.latency.items()}
+        return out
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]

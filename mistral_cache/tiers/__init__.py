@@ -1,0 +1,1 @@
+"""The storage tiers: in-process (``local``) and Redis (``redis``)."""

@@ -1,0 +1,291 @@
+"""The Redis tier: key layout, clients (sync and per-loop async), and the few
+commands the cache needs, each built once as an *operation* that runs on either
+client.
+
+An operation is a function of a redis-py client. redis-py's sync and asyncio
+clients share method names, so ``op(client)`` returns the result on the first
+and an awaitable on the second; :meth:`RedisTier.run` and :meth:`RedisTier.arun`
+are the only two places that differ, and both go through the same retry policy
+and circuit breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import redis
+import redis.asyncio
+import redis.exceptions as rex
+import tenacity
+from redis.backoff import NoBackoff
+from redis.lock import Lock
+from redis.retry import Retry
+
+from ..exceptions import ConfigurationError, TierUnavailable
+from ..resilience import CircuitBreaker, as_async, as_sync, default_redis_retry
+from ..serializers import WRITE_ID_OFFSET, WRITE_ID_SIZE
+
+log = logging.getLogger("mistral_cache.redis")
+
+
+class _Failed:
+    def __repr__(self) -> str:
+        return "FAILED"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+#: Returned by run/arun when Redis failed or the breaker is open (fail open).
+FAILED: Final = _Failed()
+
+Op = Callable[[Any], Any]
+
+# Conditional write: store only if the entry still holds the write id we read
+# before computing (an invalidation or a newer write replaces it, and then our
+# value, computed from older data, must not land); release our lock; announce.
+_WRITE_LUA = f"""
+local cur = redis.call('GET', KEYS[1])
+local curid = ''
+if cur then curid = string.sub(cur, {WRITE_ID_OFFSET + 1}, {WRITE_ID_OFFSET + WRITE_ID_SIZE}) end
+local wrote = 0
+if ARGV[7] == '1' or curid == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  wrote = 1
+end
+if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
+if wrote == 1 and ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+return wrote
+"""
+
+# Take the lock and re-read the entry in the same round trip (dogpile's
+# "re-check after acquiring", without paying for it).
+_ACQUIRE_LUA = """
+local got = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+local out = {got and 1 or 0}
+for i = 2, #KEYS do out[#out + 1] = redis.call('GET', KEYS[i]) end
+return out
+"""
+
+
+def client_options(socket_timeout: float, connect_timeout: float) -> dict[str, Any]:
+    """redis-py's own retries are switched off: ours (bounded, breaker-aware) apply."""
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 15,
+    }
+
+
+def sync_client_from_url(url: str, **options: Any) -> Any:
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("redis", "rediss", "unix"):
+        return redis.Redis.from_url(url, **options)
+    raise ConfigurationError(f"unsupported Redis URL scheme {scheme!r} in {redact(url)}")
+
+
+def async_client_from_url(url: str, **options: Any) -> Any:
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("redis", "rediss", "unix"):
+        return redis.asyncio.Redis.from_url(url, **options)
+    raise ConfigurationError(f"unsupported Redis URL scheme {scheme!r} in {redact(url)}")
+
+
+def redact(url: str) -> str:
+    """A URL fit for logs: the password replaced."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0] if ":" in creds else ""
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+class Keyspace:
+    """Where everything lives in Redis, under ``{prefix}:{namespace}:``."""
+
+    def __init__(self, namespace: str, prefix: str = "mc") -> None:
+        if not namespace or any(c in namespace for c in " \n\r{}"):
+            raise ConfigurationError(f"namespace {namespace!r} must be non-empty, without spaces or braces")
+        base = f"{prefix}:{namespace}:"
+        self.base = base
+        self.generation = base + "g"
+        self.channel = base + "inv"
+
+    def entry(self, key: str) -> str:
+        return self.base + "k:" + key
+
+    def lock(self, key: str) -> str:
+        return self.base + "l:" + key
+
+    def tag(self, tag: str) -> str:
+        return self.base + "t:" + tag
+
+
+class RedisTier:
+    """Fail-open access to one Redis deployment, shared by every wrapper of a Cache."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: Any = None,
+        async_client: Any = None,
+        breaker: CircuitBreaker | None = None,
+        retry: tenacity.BaseRetrying | None = None,
+        socket_timeout: float = 0.25,
+        connect_timeout: float = 0.25,
+        strict: bool = False,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        if url is None and client is None and async_client is None:
+            raise ConfigurationError("RedisTier needs a URL or a client")
+        self.url = url
+        self._options = client_options(socket_timeout, connect_timeout)
+        self._client = client
+        self._given_async = async_client
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._pid = os.getpid()
+        self.breaker = breaker or CircuitBreaker()
+        policy = retry or default_redis_retry()
+        self._retry = as_sync(policy)
+        self._aretry = as_async(policy)
+        self.strict = strict
+        self._on_error = on_error
+        self._scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+    # -- clients ---------------------------------------------------------
+    def client(self) -> Any:
+        """The sync client, created on first use (and again in a forked child)."""
+        if self._client is None or (self.url is not None and self._pid != os.getpid()):
+            if self.url is None:
+                raise ConfigurationError("this cache was given only an asyncio Redis client; call it from async code")
+            self._client = sync_client_from_url(self.url, **self._options)
+            self._pid = os.getpid()
+        return self._client
+
+    def async_client(self) -> Any:
+        """One asyncio client per event loop: redis-py's async connections belong to the loop that made them."""
+        if self._given_async is not None:
+            return self._given_async
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            if self.url is None:
+                raise ConfigurationError("this cache was given only a sync Redis client; pass async_redis= or a URL for async code")
+            client = async_client_from_url(self.url, **self._options)
+            self._async_clients[loop] = client
+        return client
+
+    def script(self, client: Any, source: str) -> Any:
+        per_client = self._scripts.get(client)
+        if per_client is None:
+            per_client = self._scripts[client] = {}
+        script = per_client.get(source)
+        if script is None:
+            script = per_client[source] = client.register_script(source)
+        return script
+
+    # -- running operations ---------------------------------------------
+    def _failed(self, exc: BaseException, what: str) -> Any:
+        self.breaker.failure()
+        log.warning("redis %s failed: %s: %s", what, type(exc).__name__, exc)
+        if self._on_error is not None:
+            self._on_error(exc)
+        if self.strict:
+            raise TierUnavailable(f"redis {what} failed: {exc}", tier="redis") from exc
+        return FAILED
+
+    def _closed(self) -> Any:
+        if self.strict:
+            raise TierUnavailable("redis circuit breaker is open", tier="redis")
+        return FAILED
+
+    def run(self, op: Op, what: str = "command") -> Any:
+        if not self.breaker.allow():
+            return self._closed()
+        try:
+            result = self._retry(op, self.client())
+        except (rex.RedisError, OSError) as exc:
+            return self._failed(exc, what)
+        self.breaker.success()
+        return result
+
+    async def arun(self, op: Op, what: str = "command") -> Any:
+        if not self.breaker.allow():
+            return self._closed()
+
+        async def attempt() -> Any:
+            result = op(self.async_client())
+            return await result if inspect.isawaitable(result) else result
+
+        try:
+            result = await self._aretry(attempt)
+        except (rex.RedisError, OSError) as exc:
+            return self._failed(exc, what)
+        self.breaker.success()
+        return result
+
+    # -- operations ------------------------------------------------------
+    @staticmethod
+    def read(keys: Sequence[str]) -> Op:
+        """One round trip: the entry, the generations it depends on, the lock."""
+        return lambda c: c.mget(keys)
+
+    def acquire(self, lock_key: str, token: bytes, timeout_ms: int, keys: Sequence[str]) -> Op:
+        return lambda c: self.script(c, _ACQUIRE_LUA)(keys=[lock_key, *keys], args=[token, timeout_ms])
+
+    def write(
+        self,
+        entry_key: str,
+        lock_key: str,
+        data: bytes,
+        px: int,
+        *,
+        expected: bytes | None,
+        token: bytes | None,
+        announce: tuple[str, str] | None,
+    ) -> Op:
+        """Conditional (``expected`` write id) or forced (``expected=None``) write,
+        lock release and announcement in one round trip. Returns 1 if written."""
+        channel, message = announce or ("", "")
+        args = [expected or b"", data, px, token or b"", channel, message, "1" if expected is None else "0"]
+        return lambda c: self.script(c, _WRITE_LUA)(keys=[entry_key, lock_key], args=args)
+
+    @staticmethod
+    def put_and_announce(entry_key: str, data: bytes, px: int, channel: str, message: str) -> Op:
+        def op(c: Any) -> Any:
+            pipe = c.pipeline(transaction=False)
+            pipe.set(entry_key, data, px=px)
+            pipe.publish(channel, message)
+            return pipe.execute()
+
+        return op
+
+    @staticmethod
+    def bump_and_announce(counters: Sequence[str], channel: str, message: str) -> Op:
+        def op(c: Any) -> Any:
+            pipe = c.pipeline(transaction=False)
+            for counter in counters:
+                pipe.incr(counter)
+            pipe.publish(channel, message)
+            return pipe.execute()
+
+        return op
+
+    def release(self, lock_key: str, token: bytes) -> Op:
+        """Token-checked release, with redis-py's own Lock script (0 if the lock was lost)."""
+        return lambda c: self.script(c, Lock.LUA_RELEASE_SCRIPT)(keys=[lock_key], args=[token])
+
+    def reacquire(self, lock_key: str, token: bytes, timeout_ms: int) -> Op:
+        """Reset a held lock's expiry (redis-py's Lock script); 0 if it was lost meanwhile."""
+        return lambda c: self.script(c, Lock.LUA_REACQUIRE_SCRIPT)(keys=[lock_key], args=[token, timeout_ms])
