@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import tenacity
 
-from . import coherence
+from . import coherence as _coh
 from .core import Engine, Flow, _Redis, adrive, drive
 from .exceptions import ConfigurationError
 from .resilience import CLOSED, CircuitBreaker
@@ -132,7 +132,7 @@ class Cache:
         self.flights = SingleFlight()
         self.sender = os.urandom(6).hex()
         self._coherence = coherence and self.local is not None and self.redis is not None
-        self.listener: coherence.Listener | None = None
+        self.listener: _coh.Listener | None = None
         self._keeper: LockKeeper | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -179,7 +179,8 @@ class Cache:
                 stale_while_revalidate=stale_while_revalidate, stale_on=stale_on, retry=retry,
                 should_cache=should_cache, local=local,
             )
-            return make_wrapper(engine)  # type: ignore[return-value]
+            wrapped: F = make_wrapper(engine)
+            return wrapped
 
         return decorate
 
@@ -188,7 +189,7 @@ class Cache:
 
     # -- invalidation ---------------------------------------------------------
     def message(self, kind: str, payload: str = "") -> str:
-        return coherence.message(self.sender, kind, payload)
+        return _coh.message(self.sender, kind, payload)
 
     def invalidate_key_flow(self, key: str) -> Flow:
         """Replace the entry with a tombstone (so a computation that began before
@@ -212,13 +213,13 @@ class Cache:
                 raise ConfigurationError(f"tags must be non-empty strings, got {t!r}")
         if self.local is not None:
             self.local.delete_tags(tags)
-        return self._bump_flow([self.keyspace.tag(t) for t in tags], "t", coherence.SEP.join(tags))
+        return self._bump_flow([self.keyspace.tag(t) for t in tags], "t", _coh.SEP.join(tags))
 
     def _clear_flow(self) -> Flow:
         self.flights.forget_all()
         if self.local is not None:
             self.local.clear()
-        return self._bump_flow([self.keyspace.generation], "c")
+        return self._bump_flow([self.keyspace.generation], "c", "")
 
     def invalidate(self, key: str) -> None:
         """Drop one entry by its full key (as ``fn.cache_key(...)`` returns it) everywhere."""
@@ -268,7 +269,7 @@ class Cache:
                 if self.listener is None:
                     assert self.redis is not None and self.local is not None
                     tier = self.redis
-                    self.listener = coherence.Listener(
+                    self.listener = _coh.Listener(
                         lambda: tier.client().pubsub(), self.keyspace.channel, self.local, self.sender
                     )
                 listener = self.listener

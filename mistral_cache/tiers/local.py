@@ -49,7 +49,9 @@ class LocalEntry:
 class _LRU(LRUCache[str, LocalEntry]):
     """An LRUCache that tells its owner which keys it evicted (to keep the tag index small)."""
 
-    def __init__(self, maxsize: int, getsizeof: Callable[[LocalEntry], int] | None, on_evict: Callable[[str, LocalEntry], None]) -> None:
+    def __init__(
+        self, maxsize: int, getsizeof: Callable[[LocalEntry], int] | None, on_evict: Callable[[str, LocalEntry], None]
+    ) -> None:
         super().__init__(maxsize, getsizeof)
         self._on_evict = on_evict
 

@@ -181,7 +181,9 @@ class RedisTier:
         client = self._async_clients.get(loop)
         if client is None:
             if self.url is None:
-                raise ConfigurationError("this cache was given only a sync Redis client; pass async_redis= or a URL for async code")
+                raise ConfigurationError(
+                    "this cache was given only a sync Redis client; pass async_redis= or a URL for async code"
+                )
             client = async_client_from_url(self.url, **self._options)
             self._async_clients[loop] = client
         return client
@@ -229,7 +231,7 @@ class RedisTier:
             return await result if inspect.isawaitable(result) else result
 
         try:
-            result = await self._aretry(attempt)
+            result: Any = await self._aretry(attempt)
         except (rex.RedisError, OSError) as exc:
             return self._failed(exc, what)
         self.breaker.success()
