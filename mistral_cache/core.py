@@ -311,8 +311,10 @@ class Engine:
                     if acq is FAILED:
                         token = None
                     else:
-                        gens = _gens(acq[2:])
-                        env = self._decode(acq[1], gens)
+                        new_gens = _gens(acq[2:])
+                        if acq[1] != raw or new_gens != gens:  # unchanged bytes need no second decode
+                            env = self._decode(acq[1], new_gens)
+                        gens = new_gens
                         fresh = env is not None and cache.timer() < env.expires_at
                         if acq[0] == 1 and fresh and env is not None and (current is None or env.created_at > current.created_at):
                             yield _Redis(rt.release(lock_key, token), "unlock")
