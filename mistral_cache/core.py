@@ -193,12 +193,15 @@ class Engine:
         self.local = cache.local if local else None
         self.redis = cache.redis
         self.stats = Stats()
+        bind = getattr(ttl, "bind", None)  # context-aware TTL policies (adaptive) hook in here
+        if callable(bind):
+            bind(self)
         cache._register(self)
         self._warned_size = False
 
     # -- keys ------------------------------------------------------------
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        return self.prefix + self.keys(args, kwargs)
+        return self.prefix + self.keys.build(args, kwargs)
 
     def tags(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
         if not self.tag_templates:
@@ -276,6 +279,7 @@ class Engine:
         if held is not None and cache.timer() < held.stale_until:
             stale = held.value
         token: bytes | None = None
+        prev: Envelope | None = None  # the latest entry seen, fresh or not: a TTL policy learns from its meta
 
         if rt is not None:
             cache.ensure_listener()
@@ -283,7 +287,7 @@ class Engine:
             if res is not FAILED:
                 raw, gens = res[0], _gens(res[1:-1])
                 expected = _write_id(raw)
-                env = self._decode(raw, gens)
+                env = prev = self._decode(raw, gens)
                 now = cache.timer()
                 if env is not None:
                     if now < env.expires_at:
@@ -314,6 +318,7 @@ class Engine:
                         new_gens = _gens(acq[2:])
                         if acq[1] != raw or new_gens != gens:  # unchanged bytes need no second decode
                             env = self._decode(acq[1], new_gens)
+                            prev = env or prev
                         gens = new_gens
                         fresh = env is not None and cache.timer() < env.expires_at
                         if acq[0] == 1 and fresh and env is not None and (current is None or env.created_at > current.created_at):
@@ -351,7 +356,8 @@ class Engine:
             stats.early_refreshes += 1
         elif mode == "miss":
             stats.misses += 1
-        yield from self._store(key, value, compute_time, tags, since, gens, expected, token, mode)
+        yield from self._store(key, value, compute_time, tags, since, gens, expected, token, mode,
+                               prev.meta if prev is not None else None)
         stats.latency["miss"].add(time.perf_counter() - started)
         return value
 
@@ -394,16 +400,27 @@ class Engine:
                 return NO_VALUE, None, b""
 
     def _store(self, key: str, value: Any, compute_time: float, tags: tuple[str, ...], since: int,
-               gens: list[str] | None, expected: bytes, token: bytes | None, mode: str) -> Flow:
+               gens: list[str] | None, expected: bytes, token: bytes | None, mode: str,
+               prev_meta: dict[str, Any] | None = None) -> Flow:
         cache, rt = self.cache, self.redis
         cacheable = self.should_cache is None or self.should_cache(value)
-        ttl = ttl_seconds(self.ttl, value, self.name) if cacheable else 0.0
         now = cache.timer()
+        extra: dict[str, Any] = {}
+        retain = 0.0
+        decide = getattr(self.ttl, "decide", None)
+        if not cacheable:
+            ttl = 0.0
+        elif callable(decide):
+            # A context-aware policy sees the previous entry's meta and returns
+            # (ttl, meta to store, seconds to keep the entry in Redis past its expiry).
+            ttl, extra, retain = decide(value, key=key, meta=prev_meta, now=now, name=self.name)
+        else:
+            ttl = ttl_seconds(self.ttl, value, self.name)
         size = 1
         wrote = False
         if rt is not None and ttl > 0 and gens is not None:
             try:
-                data = cache.codec.encode(value, created_at=now, ttl=ttl, compute_time=compute_time, meta={"g": gens})
+                data = cache.codec.encode(value, created_at=now, ttl=ttl, compute_time=compute_time, meta={**extra, "g": gens})
             except SerializationError as exc:
                 if token is not None:
                     yield _Redis(rt.release(cache.keyspace.lock(key), token), "unlock")
@@ -417,7 +434,7 @@ class Engine:
             else:
                 size = len(data)
                 announce = (cache.keyspace.channel, cache.message("k", key)) if mode != "miss" else None
-                px = max(1, int((ttl + self.stale_if_error) * 1000))
+                px = max(1, int((ttl + max(self.stale_if_error, retain)) * 1000))
                 result = yield _Redis(rt.write(
                     cache.keyspace.entry(key), cache.keyspace.lock(key), data, px,
                     expected=None if mode == "refresh" else expected, token=token, announce=announce,
@@ -441,7 +458,14 @@ class Engine:
 
     # -- drivers ------------------------------------------------------------
     def call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        value, mode, held = self.local_lookup(key := self.key(args, kwargs))
+        key = self.prefix + self.keys.build(args, kwargs) if self.prefix else self.keys.build(args, kwargs)
+        local = self.local
+        if local is not None:  # the local hit, inlined: this path is the budget
+            entry = local.peek(key)
+            if entry is not None and self.cache.timer() < entry.soft_at:
+                self.stats.local_hits += 1
+                return entry.value
+        value, mode, held = self.local_lookup(key)
         if value is not NO_VALUE:
             return value
         if mode == "early" and self.swr and held is not None:
