@@ -201,7 +201,7 @@ class Engine:
 
     # -- keys ------------------------------------------------------------
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        return self.prefix + self.keys.build(args, kwargs)
+        return self.prefix + self.keys(args, kwargs)
 
     def tags(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
         if not self.tag_templates:
