@@ -1,0 +1,20 @@
+"""Cached OpenStack Mistral reads: a drop-in client facade and state-aware TTL policies.
+
+python-mistralclient is imported lazily, only when a client is built::
+
+    from mistral_cache import Cache
+    from mistral_cache.mistral import CachedMistralClient
+
+    mistral = CachedMistralClient(mistral_url="http://127.0.0.1:8989/v2", cache=Cache(redis_url=...))
+    mistral.executions.get(execution_id).state   # RUNNING: seconds; SUCCESS: a day
+"""
+
+from __future__ import annotations
+
+from .client import CachedManager, CachedMistralClient, default_retry, install_timeout, is_transient, scope_of
+from .policies import DEFAULT_POLICIES, make_policies, ttl_for
+
+__all__ = [
+    "DEFAULT_POLICIES", "CachedManager", "CachedMistralClient", "default_retry", "install_timeout",
+    "is_transient", "make_policies", "scope_of", "ttl_for",
+]

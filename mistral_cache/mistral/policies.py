@@ -1,0 +1,151 @@
+"""How long a Mistral read may be cached: a table of callables of the result.
+
+Each policy takes the cached value of one read -- a resource dict (``to_dict()``),
+a list of them, or the negative-cache marker of a 404 -- and returns seconds.
+The table is a plain dict keyed by manager name; :func:`make_policies` copies the
+defaults and applies the user's overrides::
+
+    policies = make_policies(executions=lambda d: 1.0 if d.get("state") == "RUNNING" else 600)
+
+States (DESIGN.md section 5): SUCCESS (and SKIPPED for tasks) never change again;
+ERROR and CANCELLED can go back to RUNNING (rerun); RUNNING, IDLE, PAUSED,
+WAITING, DELAYED change at any time. Definitions are kept long: their correctness
+comes from the invalidation the facade does on every write.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+#: The key of the marker dict cached in place of a 404.
+NOT_FOUND_KEY = "__mistral_cache_not_found__"
+
+SUCCESS_TTL = 24 * 3600.0
+FAILED_TTL = 5 * 60.0
+ACTIVE_TTL = 2.0
+DEFINITION_TTL = 3600.0
+NOT_FOUND_TTL = 5.0
+#: Lists of executions, tasks or action executions can gain members at any time.
+STATEFUL_LIST_TTL = 5.0
+#: A cron trigger about to fire (or overdue) is kept this long at least.
+MIN_TTL = 1.0
+
+FINAL_STATES = frozenset({"SUCCESS"})
+FINAL_TASK_STATES = frozenset({"SUCCESS", "SKIPPED"})
+FAILED_STATES = frozenset({"ERROR", "CANCELLED"})
+
+Policy = Callable[[Any], float]
+
+
+def is_not_found(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(NOT_FOUND_KEY) is True
+
+
+def not_found_marker(message: Any) -> dict[str, Any]:
+    return {NOT_FOUND_KEY: True, "error_message": None if message is None else str(message)}
+
+
+def state_ttl(
+    final: frozenset[str] = FINAL_STATES,
+    *,
+    success: float = SUCCESS_TTL,
+    failed: float = FAILED_TTL,
+    active: float = ACTIVE_TTL,
+) -> Policy:
+    """A policy for stateful resources: long once final, minutes when failed, seconds otherwise
+    (an unknown or missing state, e.g. a read with ``fields=`` leaving it out, counts as active)."""
+
+    def policy(data: Any) -> float:
+        state = data.get("state") if isinstance(data, Mapping) else None
+        if state in final:
+            return success
+        if state in FAILED_STATES:
+            return failed
+        return active
+
+    return policy
+
+
+def fixed_ttl(seconds: float) -> Policy:
+    def policy(data: Any) -> float:
+        return seconds
+
+    return policy
+
+
+def _parse_time(text: Any) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S.%f"):
+        try:
+            moment = _dt.datetime.strptime(text.rstrip("Z"), fmt)
+        except ValueError:
+            continue
+        return moment.replace(tzinfo=_dt.timezone.utc).timestamp()
+    return None
+
+
+def cron_trigger_ttl(
+    longest: float = DEFINITION_TTL, *, clock: Callable[[], float] = time.time, minimum: float = MIN_TTL
+) -> Policy:
+    """Never beyond the trigger's ``next_execution_time`` (UTC): it moves every time it fires."""
+
+    def policy(data: Any) -> float:
+        if not isinstance(data, Mapping):
+            return longest
+        if "next_execution_time" not in data:  # e.g. a read with fields= leaving it out
+            return min(longest, 60.0)
+        at = _parse_time(data.get("next_execution_time"))
+        if at is None:
+            return longest
+        return max(minimum, min(longest, at - clock()))
+
+    return policy
+
+
+#: Per manager: the policy of one resource of that kind.
+DEFAULT_POLICIES: dict[str, Policy] = {
+    "executions": state_ttl(FINAL_STATES),
+    "tasks": state_ttl(FINAL_TASK_STATES),
+    "action_executions": state_ttl(FINAL_STATES),
+    "workflows": fixed_ttl(DEFINITION_TTL),
+    "workbooks": fixed_ttl(DEFINITION_TTL),
+    "actions": fixed_ttl(DEFINITION_TTL),
+    "environments": fixed_ttl(DEFINITION_TTL),
+    "code_sources": fixed_ttl(DEFINITION_TTL),
+    "dynamic_actions": fixed_ttl(DEFINITION_TTL),
+    "event_triggers": fixed_ttl(DEFINITION_TTL),
+    "members": fixed_ttl(DEFINITION_TTL),
+    "cron_triggers": cron_trigger_ttl(),
+    # not a manager: the TTL of a cached 404, and the cap on lists of stateful resources
+    "not_found": fixed_ttl(NOT_FOUND_TTL),
+    "stateful_list": fixed_ttl(STATEFUL_LIST_TTL),
+}
+
+STATEFUL = frozenset({"executions", "tasks", "action_executions"})
+
+
+def make_policies(overrides: Mapping[str, Policy | float] | None = None, **more: Policy | float) -> dict[str, Policy]:
+    """The default table with overrides (a callable of the result, or plain seconds)."""
+    table = dict(DEFAULT_POLICIES)
+    for name, policy in {**(overrides or {}), **more}.items():
+        if name not in table:
+            raise ValueError(f"no Mistral cache policy named {name!r}; known: {sorted(table)}")
+        table[name] = policy if callable(policy) else fixed_ttl(float(policy))
+    return table
+
+
+def ttl_for(resource: str, value: Any, table: Mapping[str, Policy] = DEFAULT_POLICIES) -> float:
+    """Seconds to keep ``value`` (one read's result) of the manager ``resource``."""
+    if is_not_found(value):
+        return float(table["not_found"](value))
+    policy = table[resource]
+    if isinstance(value, list):
+        ttls = [float(policy(item)) for item in value]
+        if resource in STATEFUL:
+            ttls.append(float(table["stateful_list"](value)))
+        return min(ttls) if ttls else float(table["stateful_list"](value) if resource in STATEFUL else policy({}))
+    return float(policy(value))
