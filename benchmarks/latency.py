@@ -1,0 +1,255 @@
+"""Scenario 1: latency per path (local hit, Redis hit, miss), median and p99, against
+baselines (plain call, ``cachetools.cached(LRUCache)``, bare redis-py GET + json.loads)
+and peers (dogpile.cache, cashews, aiocache; memory and Redis backends), same run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from .common import Env, atime_calls, fmt_us, have, summarize, time_calls
+
+NAME = "latency"
+TITLE = "Latency per path"
+
+PAYLOAD: dict[str, Any] = {
+    "id": "3f1c2d9e-9a55-4bb8-9f1a-0c9a0e7d1e42", "workflow_name": "wf_0001",
+    "workflow_id": "b2c4e6a8-1111-4222-8333-944455556666", "state": "RUNNING",
+    "state_info": None, "input": '{"x": 1}', "params": '{"namespace": ""}',
+    "created_at": "2026-11-23 16:00:00", "updated_at": "2026-11-23 16:00:05",
+    "description": "", "tags": ["bench"], "project_id": "<default-project>",
+}
+"""A value the size and shape of a Mistral execution record (~400 bytes of JSON)."""
+
+
+def _payload(x: Any) -> dict[str, Any]:
+    return dict(PAYLOAD, id=str(x))
+
+
+def _ns() -> str:
+    return f"bench-lat-{os.getpid()}-{random.randrange(1 << 30)}"
+
+
+def _sizes(quick: bool) -> tuple[int, int, int]:
+    return (3000, 1000, 300) if quick else (20000, 5000, 2000)
+
+
+def _store(rows: list[dict[str, Any]], lib: str, path: str, samples: list[float], kind: str) -> None:
+    s = summarize(samples)
+    step = max(1, len(samples) // 400)
+    rows.append({"lib": lib, "path": path, "kind": kind, **s,
+                 "samples_us": [round(v * 1e6, 3) for v in samples[::step]]})
+
+
+def _ours(env: Env, rows: list[dict[str, Any]], n_local: int, n_redis: int, n_miss: int) -> None:
+    from mistral_cache import Cache
+
+    two = Cache(redis_url=env.redis_url, namespace=_ns(), local_maxsize=4096)
+    fl = two.cached(ttl=600, key="lat:{x}")(_payload)
+    fl(1)
+    _store(rows, "mistral_cache", "local hit", time_calls(lambda i: fl(1), n_local), "this")
+    remote = Cache(redis_url=env.redis_url, namespace=_ns(), local_maxsize=0)
+    fr = remote.cached(ttl=600, key="lat:{x}")(_payload)
+    fr(1)
+    _store(rows, "mistral_cache", "redis hit", time_calls(lambda i: fr(1), n_redis), "this")
+    miss = Cache(redis_url=env.redis_url, namespace=_ns(), local_maxsize=4096)
+    fm = miss.cached(ttl=600, key="lat:{x}")(_payload)
+    _store(rows, "mistral_cache", "miss", time_calls(lambda i: fm(i), n_miss, warmup=0), "this")
+    for c in (two, remote, miss):
+        c.close()
+
+
+def _baselines(env: Env, rows: list[dict[str, Any]], n_local: int, n_redis: int, n_miss: int) -> None:
+    _store(rows, "plain call", "miss", time_calls(lambda i: _payload(i), n_miss), "baseline")
+    _store(rows, "plain call", "local hit", time_calls(lambda i: _payload(1), n_local), "baseline")
+    if have("cachetools"):
+        import cachetools
+
+        cf = cachetools.cached(cachetools.LRUCache(maxsize=4096))(_payload)
+        cf(1)
+        _store(rows, "cachetools LRUCache", "local hit", time_calls(lambda i: cf(1), n_local), "baseline")
+        _store(rows, "cachetools LRUCache", "miss", time_calls(lambda i: cf(10**6 + i), n_miss, warmup=0),
+               "baseline")
+    import redis
+
+    client = redis.Redis.from_url(env.redis_url)
+    key = f"{_ns()}:bare"
+    client.set(key, json.dumps(_payload(1)))
+    _store(rows, "redis-py GET+json", "redis hit",
+           time_calls(lambda i: json.loads(client.get(key)), n_redis), "baseline")  # type: ignore[arg-type]
+
+    def bare_miss(i: int) -> Any:
+        k = f"{key}:{i}"
+        raw = client.get(k)
+        if raw is None:
+            value = _payload(i)
+            client.set(k, json.dumps(value), ex=600)
+            return value
+        return json.loads(raw)
+
+    _store(rows, "redis-py GET+json", "miss", time_calls(bare_miss, n_miss, warmup=0), "baseline")
+    client.close()
+
+
+def _dogpile(env: Env, rows: list[dict[str, Any]], n_local: int, n_redis: int, n_miss: int) -> None:
+    from dogpile.cache import make_region
+
+    mem = make_region().configure("dogpile.cache.memory", expiration_time=600)
+    fm = mem.cache_on_arguments()(_payload)
+    fm(1)
+    _store(rows, "dogpile.cache memory", "local hit", time_calls(lambda i: fm(1), n_local), "peer")
+    _store(rows, "dogpile.cache memory", "miss", time_calls(lambda i: fm(10**6 + i), n_miss, warmup=0), "peer")
+    red = make_region(key_mangler=lambda k: _ns_static + k).configure(
+        "dogpile.cache.redis", expiration_time=600,
+        arguments={"url": env.redis_url, "redis_expiration_time": 1200},
+    )
+    fr = red.cache_on_arguments()(_payload)
+    fr(1)
+    _store(rows, "dogpile.cache redis", "redis hit", time_calls(lambda i: fr(1), n_redis), "peer")
+    _store(rows, "dogpile.cache redis", "miss", time_calls(lambda i: fr(10**6 + i), n_miss, warmup=0), "peer")
+
+
+_ns_static = _ns() + ":"
+
+
+async def _apayload(x: Any) -> dict[str, Any]:
+    return _payload(x)
+
+
+async def _cashews(env: Env, rows: list[dict[str, Any]], n_local: int, n_redis: int, n_miss: int) -> None:
+    from cashews import Cache as CashewsCache
+
+    for backend, url, path in (("mem", "mem://", "local hit"), ("redis", env.redis_url, "redis hit")):
+        c = CashewsCache()
+        c.setup(url)
+        prefix = _ns()
+        f = c(ttl=600, key=prefix + ":{x}")(_apayload)
+        await f(1)
+        lib = f"cashews {backend}"
+        _store(rows, lib, path, await atime_calls(lambda i: f(1), n_local if backend == "mem" else n_redis), "peer")
+        _store(rows, lib, "miss", await atime_calls(lambda i: f(10**6 + i), n_miss, warmup=0), "peer")
+        await c.close()
+
+
+async def _aiocache(env: Env, rows: list[dict[str, Any]], n_local: int, n_redis: int, n_miss: int) -> None:
+    from aiocache import RedisCache, SimpleMemoryCache, cached
+
+    parts = urlsplit(env.redis_url)
+    db = int((parts.path or "/0").strip("/") or 0)
+    variants: list[tuple[str, Callable[..., Any], dict[str, Any], str]] = [
+        ("memory", SimpleMemoryCache, {}, "local hit"),
+        ("redis", RedisCache, {"endpoint": parts.hostname or "127.0.0.1", "port": parts.port or 6379, "db": db},
+         "redis hit"),
+    ]
+    for backend, cls, kw, path in variants:
+        f = cached(ttl=600, cache=cls, namespace=_ns(), **kw)(_apayload)
+        await f(1)
+        lib = f"aiocache {backend}"
+        _store(rows, lib, path, await atime_calls(lambda i: f(1), n_local if backend == "memory" else n_redis), "peer")
+        _store(rows, lib, "miss", await atime_calls(lambda i: f(10**6 + i), n_miss, warmup=0), "peer")
+        with_cache = getattr(f, "cache", None)
+        if with_cache is not None:
+            await with_cache.close()
+
+
+def run(env: Env) -> dict[str, Any]:
+    n_local, n_redis, n_miss = _sizes(env.quick)
+    rows: list[dict[str, Any]] = []
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("mistral_cache", lambda: _ours(env, rows, n_local, n_redis, n_miss)),
+        ("baselines", lambda: _baselines(env, rows, n_local, n_redis, n_miss)),
+    ]
+    if have("dogpile.cache"):
+        steps.append(("dogpile.cache", lambda: _dogpile(env, rows, n_local, n_redis, n_miss)))
+    if have("cashews"):
+        steps.append(("cashews", lambda: asyncio.run(_cashews(env, rows, n_local, n_redis, n_miss))))
+    if have("aiocache"):
+        steps.append(("aiocache", lambda: asyncio.run(_aiocache(env, rows, n_local, n_redis, n_miss))))
+    errors: dict[str, str] = {}
+    for i, (label, step) in enumerate(steps):
+        env.progress(label, i, len(steps))
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - a broken peer must not sink the run
+            errors[label] = f"{type(exc).__name__}: {exc}"
+            env.say(f"\n  ! {label} failed: {errors[label]}")
+    env.progress("done", len(steps), len(steps))
+    return {"rows": rows, "ratios": ratios(rows), "errors": errors,
+            "samples": {"local": n_local, "redis": n_redis, "miss": n_miss}}
+
+
+def _median(rows: list[dict[str, Any]], lib: str, path: str) -> float | None:
+    for r in rows:
+        if r["lib"] == lib and r["path"] == path:
+            return float(r["median_us"])
+    return None
+
+
+LOCAL_ONLY = {"plain call", "cachetools LRUCache", "dogpile.cache memory", "cashews mem", "aiocache memory"}
+
+
+def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each median over the relevant baseline's median (>1 means slower than the baseline)."""
+    base = {
+        "local hit": _median(rows, "cachetools LRUCache", "local hit"),
+        "redis hit": _median(rows, "redis-py GET+json", "redis hit"),
+        "miss": _median(rows, "redis-py GET+json", "miss"),
+    }
+    base["local miss"] = _median(rows, "cachetools LRUCache", "miss")
+    out: dict[str, Any] = {"baseline_for_path": {
+        "local hit": "cachetools LRUCache", "redis hit": "redis-py GET+json",
+        "miss": "redis-py GET+json (two-tier/Redis libraries), cachetools LRUCache (in-memory ones)"}}
+    for r in rows:
+        path = r["path"]
+        if path == "miss" and r["lib"] in LOCAL_ONLY:
+            path = "local miss"
+        b = base.get(path)
+        if b and r["median_us"]:
+            out.setdefault(r["lib"], {})[r["path"]] = round(r["median_us"] / b, 3)
+    plain = _median(rows, "plain call", "miss")
+    ours_miss = _median(rows, "mistral_cache", "miss")
+    redis_hit = _median(rows, "redis-py GET+json", "redis hit")
+    if plain is not None and ours_miss is not None and redis_hit:
+        out["mistral_cache_miss_overhead_round_trips"] = round((ours_miss - plain) / redis_hit, 2)
+    return out
+
+
+def table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["library", "path", "median", "p99", "× baseline"]
+    body = []
+    rat = result["ratios"]
+    for r in result["rows"]:
+        ratio = rat.get(r["lib"], {}).get(r["path"])
+        body.append([r["lib"], r["path"], fmt_us(r["median_us"]), fmt_us(r["p99_us"]),
+                     "-" if ratio is None else f"{ratio:.2f}"])
+    return head, body
+
+
+def plot(result: dict[str, Any], out: str) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    paths = ["local hit", "redis hit", "miss"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 6))
+    for ax, path in zip(axes, paths, strict=True):
+        rows = [r for r in result["rows"] if r["path"] == path and r["samples_us"]]
+        if not rows:
+            continue
+        ax.boxplot([r["samples_us"] for r in rows], vert=False, showfliers=False)
+        ax.set_yticks(range(1, len(rows) + 1), [r["lib"] for r in rows], fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("µs per call (log)")
+        ax.set_title(path)
+        for i, r in enumerate(rows, start=1):
+            colour = "tab:red" if r["kind"] == "this" else ("tab:gray" if r["kind"] == "baseline" else "tab:blue")
+            ax.get_yticklabels()[i - 1].set_color(colour)
+    fig.suptitle("Latency per path (box: p25–p75, whiskers 1.5 IQR; red = mistral_cache, grey = baselines)")
+    fig.tight_layout()
+    name = os.path.join(out, "latency.png")
+    fig.savefig(name, dpi=90)
+    plt.close(fig)
+    return [name]
