@@ -201,7 +201,7 @@ class Engine:
 
     # -- keys ------------------------------------------------------------
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        return self.prefix + self.keys(args, kwargs)
+        return self.prefix + self.keys.build(args, kwargs)
 
     def tags(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
         if not self.tag_templates:
@@ -283,9 +283,9 @@ class Engine:
 
         if rt is not None:
             cache.ensure_listener()
-            res = yield _Redis(rt.read([entry_key, *gen_keys, lock_key]), "read")
+            res = yield _Redis(rt.read([entry_key, *gen_keys]), "read")
             if res is not FAILED:
-                raw, gens = res[0], _gens(res[1:-1])
+                raw, gens = res[0], _gens(res[1:])
                 expected = _write_id(raw)
                 env = prev = self._decode(raw, gens)
                 now = cache.timer()
@@ -457,14 +457,8 @@ class Engine:
             yield from cache.invalidate_key_flow(key)
 
     # -- drivers ------------------------------------------------------------
-    def call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        key = self.prefix + self.keys.build(args, kwargs) if self.prefix else self.keys.build(args, kwargs)
-        local = self.local
-        if local is not None:  # the local hit, inlined: this path is the budget
-            entry = local.peek(key)
-            if entry is not None and self.cache.timer() < entry.soft_at:
-                self.stats.local_hits += 1
-                return entry.value
+    def call_sync(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Everything after a failed fast local check (the wrapper does that one inline)."""
         value, mode, held = self.local_lookup(key)
         if value is not NO_VALUE:
             return value
@@ -525,8 +519,8 @@ class Engine:
             if keeper is not None and op.token is not None:
                 keeper.remove(op.token)
 
-    async def call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        value, mode, held = self.local_lookup(key := self.key(args, kwargs))
+    async def call_async(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        value, mode, held = self.local_lookup(key)
         if value is not NO_VALUE:
             return value
         if mode == "early" and self.swr and held is not None:

@@ -22,6 +22,7 @@ from .exceptions import ConfigurationError, KeyBuildError
 MAX_KEY_LENGTH = 200
 
 _SIMPLE = (str, int, float, bool, type(None), bytes)
+_FAST = frozenset(_SIMPLE)
 
 
 def encode_arg(value: Any) -> str:
@@ -160,6 +161,46 @@ class KeyBuilder:
         elif key is not None:
             raise ConfigurationError(f"{self.fn_name}: key must be a template string or a callable, not {key!r}")
         self._encoded = tuple(n for n in self.binder.names if n not in self.exclude)
+
+        self.build = self._compile()
+
+    def _compile(self) -> Callable[[tuple[Any, ...], Mapping[str, Any]], str]:
+        """The hot path: calls passing every parameter positionally skip binding."""
+        binder, general = self.binder, self.__call__
+        if self._callable is not None or not binder._simple or len(binder._positional) != len(binder.names):
+            return general
+        count = len(binder.names)
+        if self._template is not None:
+            template, names = self._template, binder._positional
+
+            def build_template(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+                if kwargs or len(args) != count:
+                    return general(args, kwargs)
+                try:
+                    key = template.format_map(dict(zip(names, args)))
+                except Exception:
+                    return general(args, kwargs)  # raises KeyBuildError with the details
+                return key if len(key) <= MAX_KEY_LENGTH else shorten(key)
+
+            return build_template
+        if self.exclude:
+            return general
+        head = self.fn_name + "("
+
+        def build_default(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+            if kwargs or len(args) != count:
+                return general(args, kwargs)
+            try:
+                if count == 1:
+                    a = args[0]
+                    key = head + (repr(a) if type(a) in _FAST else encode_arg(a)) + ")"
+                else:
+                    key = head + ",".join([repr(a) if type(a) in _FAST else encode_arg(a) for a in args]) + ")"
+            except TypeError:
+                return general(args, kwargs)  # raises KeyBuildError naming the argument
+            return key if len(key) <= MAX_KEY_LENGTH else shorten(key)
+
+        return build_default
 
     def __call__(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         if self._callable is not None:

@@ -74,6 +74,8 @@ class LocalTier:
             self._lru = _LRU(max_bytes, lambda e: e.size, self._evicted)
         else:
             self._lru = _LRU(maxsize, None, self._evicted)
+        data, order = getattr(self._lru, "_Cache__data", None), getattr(self._lru, "_LRUCache__order", None)
+        self._fast: tuple[Any, Any] = (data, order) if isinstance(data, dict) and isinstance(order, OrderedDict) else (None, None)
         self._lock = threading.Lock()
         self._by_tag: dict[str, set[str]] = {}
         self._seq = 0
@@ -99,6 +101,19 @@ class LocalTier:
     def get(self, key: str) -> LocalEntry | None:
         with self._lock:
             return self._lru.get(key)
+
+    def peek(self, key: str) -> LocalEntry | None:
+        """:meth:`get` without cachetools' three method layers: the same dict lookup
+        and LRU touch on cachetools' own storage, when this cachetools has the
+        layout we know (5.x to 8.x); otherwise its public ``get``."""
+        data, order = self._fast
+        if data is None:
+            return self.get(key)
+        with self._lock:
+            entry = data.get(key)
+            if entry is not None:
+                order.move_to_end(key)
+            return entry
 
     def begin(self) -> int:
         """A token to pass to :meth:`put`: a put is dropped if the key was invalidated since."""
