@@ -18,10 +18,15 @@ import os
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Final
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
 import redis.exceptions as rex
+import redis.sentinel
 import tenacity
 from redis.backoff import NoBackoff
 from redis.lock import Lock
@@ -84,10 +89,76 @@ def client_options(socket_timeout: float, connect_timeout: float) -> dict[str, A
     }
 
 
+CLUSTER_SCHEMES: Final = ("redis+cluster", "rediss+cluster")
+SENTINEL_SCHEMES: Final = ("redis+sentinel", "rediss+sentinel")
+
+
+class _Topology:
+    """A ``redis+cluster://`` or ``redis+sentinel://`` URL, parsed:
+    ``scheme://[user:password@]host:port[,host:port...][/service[/db]][?query]``."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.scheme = parts.scheme.lower()
+        self.ssl = self.scheme.startswith("rediss")
+        netloc = parts.netloc
+        creds, _, hosts = netloc.rpartition("@")
+        self.username: str | None = None
+        self.password: str | None = None
+        if creds:
+            user, _, password = creds.partition(":")
+            self.username = unquote(user) or None
+            self.password = unquote(password) or None
+        self.nodes: list[tuple[str, int]] = []
+        for item in hosts.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            host, _, port = item.rpartition(":")
+            if not host:
+                host, port = item, "26379" if self.scheme in SENTINEL_SCHEMES else "6379"
+            self.nodes.append((host.strip("[]"), int(port)))
+        if not self.nodes:
+            raise ConfigurationError(f"no host:port in {redact(url)}")
+        path = [p for p in parts.path.split("/") if p]
+        self.service = path[0] if path else None
+        self.db = int(path[1]) if len(path) > 1 else 0
+        self.query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+
+    def auth(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.username:
+            out["username"] = self.username
+        if self.password:
+            out["password"] = self.password
+        if self.ssl:
+            out["ssl"] = True
+        return out
+
+
+def _cluster_options(options: dict[str, Any]) -> dict[str, Any]:
+    # Our retry (and breaker) applies; redis-py's cluster client still follows
+    # MOVED/ASK itself and refreshes its slot map after a node error.
+    return dict(options)
+
+
 def sync_client_from_url(url: str, **options: Any) -> Any:
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("redis", "rediss", "unix"):
         return redis.Redis.from_url(url, **options)
+    if scheme in CLUSTER_SCHEMES:
+        t = _Topology(url)
+        return redis.cluster.RedisCluster(
+            startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in t.nodes], **t.auth(), **_cluster_options(options)
+        )
+    if scheme in SENTINEL_SCHEMES:
+        t = _Topology(url)
+        if not t.service:
+            raise ConfigurationError(f"a sentinel URL names its service: {redact(url)} has no /service")
+        sentinel = redis.sentinel.Sentinel(
+            t.nodes, sentinel_kwargs=_sentinel_kwargs(options, t), **options, **t.auth(), db=t.db
+        )
+        return sentinel.master_for(t.service)
     raise ConfigurationError(f"unsupported Redis URL scheme {scheme!r} in {redact(url)}")
 
 
@@ -95,7 +166,59 @@ def async_client_from_url(url: str, **options: Any) -> Any:
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("redis", "rediss", "unix"):
         return redis.asyncio.Redis.from_url(url, **options)
+    if scheme in CLUSTER_SCHEMES:
+        t = _Topology(url)
+        opts = _cluster_options(options)
+        opts.pop("retry", None)  # the asyncio cluster client takes only its own Retry semantics
+        return redis.asyncio.cluster.RedisCluster(
+            startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in t.nodes], **t.auth(), **opts
+        )
+    if scheme in SENTINEL_SCHEMES:
+        t = _Topology(url)
+        if not t.service:
+            raise ConfigurationError(f"a sentinel URL names its service: {redact(url)} has no /service")
+        sentinel = redis.asyncio.sentinel.Sentinel(
+            t.nodes, sentinel_kwargs=_sentinel_kwargs(options, t), **options, **t.auth(), db=t.db
+        )
+        return sentinel.master_for(t.service)
     raise ConfigurationError(f"unsupported Redis URL scheme {scheme!r} in {redact(url)}")
+
+
+def _sentinel_kwargs(options: dict[str, Any], t: _Topology) -> dict[str, Any]:
+    out = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout") if k in options}
+    if "sentinel_password" in t.query:
+        out["password"] = t.query["sentinel_password"]
+    return out
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster))
+
+
+def is_async(client: Any) -> bool:
+    return isinstance(client, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster))
+
+
+def topology(client: Any) -> str:
+    """``cluster``, ``sentinel`` or ``standalone``."""
+    if is_cluster(client):
+        return "cluster"
+    pool = getattr(client, "connection_pool", None)
+    if isinstance(pool, (redis.sentinel.SentinelConnectionPool, redis.asyncio.sentinel.SentinelConnectionPool)):
+        return "sentinel"
+    return "standalone"
+
+
+def _then(first: Any, then: Callable[[Any], Any]) -> Any:
+    """``then(first)`` for a sync result; a coroutine for an awaitable one."""
+    if not inspect.isawaitable(first):
+        return then(first)
+
+    async def chain() -> Any:
+        out = then(await first)
+        return await out if inspect.isawaitable(out) else out
+
+    return chain()
 
 
 def redact(url: str) -> str:
@@ -109,7 +232,12 @@ def redact(url: str) -> str:
 
 
 class Keyspace:
-    """Where everything lives in Redis, under ``{prefix}:{namespace}:``."""
+    """Where everything lives in Redis, under ``{prefix}:{namespace}:``.
+
+    An entry and its lock share a Redis Cluster hash slot (the hash tag is the
+    cache key, so a namespace spreads over every node); the generation counters
+    (namespace, tags) live in slots of their own and are read beside them.
+    """
 
     def __init__(self, namespace: str, prefix: str = "mc") -> None:
         if not namespace or any(c in namespace for c in " \n\r{}"):
@@ -120,10 +248,10 @@ class Keyspace:
         self.channel = base + "inv"
 
     def entry(self, key: str) -> str:
-        return self.base + "k:" + key
+        return self.base + "k:{=" + key + "}"
 
     def lock(self, key: str) -> str:
-        return self.base + "l:" + key
+        return self.base + "l:{=" + key + "}"
 
     def tag(self, tag: str) -> str:
         return self.base + "t:" + tag
@@ -240,11 +368,31 @@ class RedisTier:
     # -- operations ------------------------------------------------------
     @staticmethod
     def read(keys: Sequence[str]) -> Op:
-        """One round trip: the entry, the generations it depends on, the lock."""
-        return lambda c: c.mget(keys)
+        """One round trip: the entry, the generations it depends on, the lock.
+
+        On a cluster the entry and its lock share a slot and the generations
+        live elsewhere: redis-py's ``mget_nonatomic`` sends one MGET per slot,
+        pipelined per node."""
+
+        def op(c: Any) -> Any:
+            return c.mget_nonatomic(keys) if is_cluster(c) else c.mget(keys)
+
+        return op
 
     def acquire(self, lock_key: str, token: bytes, timeout_ms: int, keys: Sequence[str]) -> Op:
-        return lambda c: self.script(c, _ACQUIRE_LUA)(keys=[lock_key, *keys], args=[token, timeout_ms])
+        """Take the lock and re-read ``keys`` (the entry first, then generations):
+        ``[got, entry, *generations]``. On a cluster the script touches only the
+        lock and the entry (one slot); the generations are read right after it."""
+
+        def op(c: Any) -> Any:
+            if not is_cluster(c):
+                return self.script(c, _ACQUIRE_LUA)(keys=[lock_key, *keys], args=[token, timeout_ms])
+            got = self.script(c, _ACQUIRE_LUA)(keys=[lock_key, keys[0]], args=[token, timeout_ms])
+            # redis-py refuses EVAL in a cluster pipeline: the generations follow in a second round trip
+            # (read after the lock is taken: the newest a computation can depend on).
+            return _then(got, lambda g: _then(c.mget_nonatomic(keys[1:]) if len(keys) > 1 else [], lambda gens: [*g, *gens]))
+
+        return op
 
     def write(
         self,
@@ -266,6 +414,8 @@ class RedisTier:
     @staticmethod
     def put_and_announce(entry_key: str, data: bytes, px: int, channel: str, message: str) -> Op:
         def op(c: Any) -> Any:
+            if is_cluster(c):
+                return _then(c.set(entry_key, data, px=px), lambda _: c.publish(channel, message))
             pipe = c.pipeline(transaction=False)
             pipe.set(entry_key, data, px=px)
             pipe.publish(channel, message)
@@ -279,6 +429,8 @@ class RedisTier:
             pipe = c.pipeline(transaction=False)
             for counter in counters:
                 pipe.incr(counter)
+            if is_cluster(c):  # redis-py refuses PUBLISH in a cluster pipeline: a second round trip
+                return _then(pipe.execute(), lambda res: _then(c.publish(channel, message), lambda n: [*res, n]))
             pipe.publish(channel, message)
             return pipe.execute()
 
