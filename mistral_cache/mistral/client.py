@@ -24,7 +24,7 @@ from typing import Any
 import tenacity
 
 from ..keys import encode_arg
-from .policies import Policy, is_not_found, make_policies, not_found_marker, ttl_for
+from .policies import STATEFUL, Policy, is_not_found, make_policies, not_found_marker, ttl_for
 
 log = logging.getLogger("mistral_cache.mistral")
 
@@ -266,8 +266,12 @@ class CachedManager:
         def key(scope: str, ident: str, params: dict[str, Any]) -> str:
             return f"mistral|{scope}|{name}.{method}|{encode_arg(params)}"
 
+        # No XFetch early refresh for stateful reads: their short TTLs end in a state
+        # change, and an early refresh racing the entry's expiry loses its conditional
+        # Redis write (the final SUCCESS would then live in the local tier only).
         cached = owner.cache.cached(
             ttl=lambda value: ttl_for(resource, value, policies), key=key, tags=tags, retry=owner.retry,
+            early_refresh=False if resource in STATEFUL else None,
         )(fetch)
         self.cached_reads[method] = cached
 

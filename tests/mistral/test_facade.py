@@ -1,0 +1,478 @@
+"""CachedMistralClient against a REAL Mistral server (fixture ``mistral_url``)
+and a real Redis (fixture ``redis_url``): same answers as the uncached client,
+read-after-write, state-following TTLs, negative caching, tenant isolation."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+
+import pytest
+import requests
+import tenacity
+from mistralclient.api import client as mistral_client_module
+from mistralclient.api.base import APIException
+from mistralclient.api.v2.executions import Execution
+from mistralclient.api.v2.workflows import Workflow
+
+from mistral_cache import Cache
+from mistral_cache.mistral import CachedMistralClient, policies
+
+FINAL = ("SUCCESS", "ERROR", "CANCELLED")
+
+
+# -- helpers -------------------------------------------------------------------
+def new_client(url):
+    return mistral_client_module.client(mistral_url=url)
+
+
+class Requests:
+    """Counts the HTTP requests a mistralclient client sends (wraps its http_client)."""
+
+    def __init__(self, client):
+        self.counts: Counter = Counter()
+        http = client.workflows.http_client
+        for method in ("get", "post", "put", "delete"):
+            original = getattr(http, method)
+
+            def counted(*args, _m=method, _o=original, **kwargs):
+                self.counts[_m] += 1
+                return _o(*args, **kwargs)
+
+            setattr(http, method, counted)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def workflow_definition(name, description="first", sleep=0):
+    nap = f"""      on-success: [nap]
+    nap:
+      action: std.sleep seconds={sleep}
+""" if sleep else ""
+    return f"""---
+version: '2.0'
+{name}:
+  description: {description}
+  type: direct
+  tasks:
+    echo:
+      action: std.echo output="{description}"
+{nap}"""
+
+
+def wait_final(read, execution_id, deadline=60.0):
+    end = time.monotonic() + deadline
+    while True:
+        ex = read(execution_id)
+        if ex.state in FINAL:
+            return ex
+        if time.monotonic() > end:
+            pytest.fail(f"execution {execution_id} still {ex.state} after {deadline}s")
+        time.sleep(0.1)
+
+
+def same(a, b):
+    """Facade result equals uncached result: same types, same to_dict()."""
+    if isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b)
+        for x, y in zip(a, b):
+            same(x, y)
+        return
+    assert type(a) is type(b)
+    assert a.to_dict() == b.to_dict()
+
+
+# -- fixtures ------------------------------------------------------------------
+@pytest.fixture
+def cache(redis_url, namespace):
+    c = Cache(redis_url, namespace=namespace)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def raw(mistral_url):
+    """The uncached client: the reference answers."""
+    return new_client(mistral_url)
+
+
+@pytest.fixture
+def upstream(mistral_url):
+    """The real client under the facade, with its requests counted."""
+    client = new_client(mistral_url)
+    client.requests = Requests(client)
+    return client
+
+
+@pytest.fixture
+def facade(upstream, cache):
+    return CachedMistralClient(upstream, cache=cache)
+
+
+@pytest.fixture
+def ns():
+    return "ns" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def world(raw, ns):
+    """Definitions and a finished execution to read: workflows, a workbook, an
+    environment, a cron trigger, in a namespace of their own."""
+    names = [f"wf_{i}_{uuid.uuid4().hex[:8]}" for i in range(3)]
+    for name in names:
+        raw.workflows.create(workflow_definition(name), namespace=ns)
+    wb = f"wb_{uuid.uuid4().hex[:8]}"
+    raw.workbooks.create(f"""---
+version: '2.0'
+name: {wb}
+workflows:
+  inner:
+    tasks:
+      hello:
+        action: std.noop
+actions:
+  greet:
+    base: std.echo
+    base-input:
+      output: hello
+""", namespace=ns)
+    env = f"env_{uuid.uuid4().hex[:8]}"
+    raw.environments.create(name=env, variables={"a": 1, "b": "two"}, description="test env")
+    ex = raw.executions.create(names[0], namespace=ns)
+    ex = wait_final(raw.executions.get, ex.id)
+    assert ex.state == "SUCCESS", ex.state_info
+    trigger = f"ct_{uuid.uuid4().hex[:8]}"
+    # a cron trigger needs a workflow in the default namespace
+    cron_wf = f"cronwf_{uuid.uuid4().hex[:8]}"
+    raw.workflows.create(workflow_definition(cron_wf))
+    raw.cron_triggers.create(trigger, cron_wf, pattern="0 0 1 1 *")
+    yield {"workflows": names, "workbook": wb, "env": env, "execution": ex.id, "trigger": trigger}
+    for cleanup in (
+        lambda: raw.cron_triggers.delete(trigger),
+        lambda: raw.workflows.delete(cron_wf),
+        lambda: raw.executions.delete(ex.id, force=True),
+        lambda: raw.environments.delete(env),
+        lambda: raw.workbooks.delete(wb, namespace=ns),
+        *[(lambda n=n: raw.workflows.delete(n, namespace=ns)) for n in names],
+    ):
+        try:
+            cleanup()
+        except APIException:
+            pass
+
+
+# -- the tests -----------------------------------------------------------------
+def test_every_read_matches_the_uncached_client(world, raw, facade, upstream, ns):
+    names, ex_id = world["workflows"], world["execution"]
+    tasks = raw.tasks.list(workflow_execution_id=ex_id)
+    task_id = tasks[0].id
+    action_ex = raw.action_executions.list(task_execution_id=task_id)
+    page1 = raw.workflows.list(namespace=ns, limit=2)
+    actions_page1 = raw.actions.list(limit=5)
+    reads = {
+        "workflows.get": lambda c: c.workflows.get(names[1], namespace=ns),
+        "workflows.get by id": lambda c: c.workflows.get(page1[0].id),
+        "workflows.list": lambda c: c.workflows.list(namespace=ns),
+        "workflows.list page 1": lambda c: c.workflows.list(namespace=ns, limit=2),
+        "workflows.list page 2": lambda c: c.workflows.list(namespace=ns, limit=2, marker=page1[-1].id),
+        "workflows.list sorted": lambda c: c.workflows.list(namespace=ns, sort_keys="name", sort_dirs="desc"),
+        "workflows.list fields": lambda c: c.workflows.list(namespace=ns, fields=["name", "namespace"]),
+        "workflows.list filter": lambda c: c.workflows.list(namespace=ns, name=names[2]),
+        "workbooks.get": lambda c: c.workbooks.get(world["workbook"], namespace=ns),
+        "workbooks.list": lambda c: c.workbooks.list(namespace=ns),
+        "executions.get": lambda c: c.executions.get(ex_id),
+        "executions.list filter": lambda c: c.executions.list(workflow_name=names[0]),
+        "executions.list page": lambda c: c.executions.list(limit=1, workflow_name=names[0], sort_keys="created_at"),
+        "executions.sub": lambda c: c.executions.get_ex_sub_executions(ex_id),
+        "tasks.list of execution": lambda c: c.tasks.list(workflow_execution_id=ex_id),
+        "tasks.list filter": lambda c: c.tasks.list(workflow_execution_id=ex_id, name="echo"),
+        "tasks.get": lambda c: c.tasks.get(task_id),
+        "tasks.sub": lambda c: c.tasks.get_task_sub_executions(task_id),
+        "action_executions.list": lambda c: c.action_executions.list(task_execution_id=task_id),
+        "action_executions.get": lambda c: c.action_executions.get(action_ex[0].id),
+        "actions.get": lambda c: c.actions.get("std.echo"),
+        "actions.get workbook action": lambda c: c.actions.get(f"{world['workbook']}.greet", namespace=ns),
+        "actions.list page 1": lambda c: c.actions.list(limit=5),
+        "actions.list page 2": lambda c: c.actions.list(limit=5, marker=actions_page1[-1].id),
+        "actions.list filter": lambda c: c.actions.list(name="std.echo"),
+        "environments.get": lambda c: c.environments.get(world["env"]),
+        "environments.list": lambda c: c.environments.list(),
+        "cron_triggers.get": lambda c: c.cron_triggers.get(world["trigger"]),
+        "cron_triggers.list": lambda c: c.cron_triggers.list(),
+        "event_triggers.list": lambda c: c.event_triggers.list(),
+        "code_sources.list": lambda c: c.code_sources.list(),
+        "dynamic_actions.list": lambda c: c.dynamic_actions.list(),
+    }
+    assert len(action_ex) == 1
+    for label, read in reads.items():
+        expected = read(raw)
+        first = read(facade)  # a miss: from the server
+        same(first, expected)
+        before = upstream.requests.total
+        second = read(facade)  # a hit
+        same(second, expected)
+        assert upstream.requests.total == before, f"{label}: the second read reached the server"
+    assert isinstance(facade.workflows.get(names[1], namespace=ns), Workflow)
+    # pages differ, and a mutated returned resource does not change the cached one
+    assert [w.name for w in facade.workflows.list(namespace=ns, limit=2)] == [w.name for w in page1]
+    env = facade.environments.get(world["env"])
+    assert env.variables == {"a": 1, "b": "two"}
+    env.to_dict()  # a copy
+    env._data["description"] = "mutated"
+    assert facade.environments.get(world["env"]).description == "test env"
+
+
+def test_signatures_and_delegation_match_the_real_client(raw, facade):
+    import inspect
+
+    for name in CachedMistralClient.MANAGERS:
+        real, cached = getattr(raw, name), getattr(facade, name)
+        for method in ("get", "list", "create", "update", "delete", "rerun", "validate"):
+            if hasattr(real, method):
+                assert inspect.signature(getattr(cached, method)) == inspect.signature(getattr(real, method)), (name, method)
+    assert facade.executions.resource_class is Execution  # delegated attribute
+    assert facade.workflows.validate(workflow_definition("validate_me"))["valid"] is True
+
+
+def test_read_after_write_here_and_in_another_cache(mistral_url, redis_url, namespace, facade, raw, ns):
+    other_client = new_client(mistral_url)
+    other_cache = Cache(redis_url, namespace=namespace)
+    other = CachedMistralClient(other_client, cache=other_cache)
+    try:
+        name = f"raw_{uuid.uuid4().hex[:8]}"
+        facade.workflows.create(workflow_definition(name, "first"), namespace=ns)
+        assert "first" in facade.workflows.get(name, namespace=ns).definition
+        assert "first" in other.workflows.get(name, namespace=ns).definition
+        assert name in [w.name for w in other.workflows.list(namespace=ns)]
+        assert other_cache.listener is not None and other_cache.listener.connected.wait(5)
+
+        facade.workflows.update(workflow_definition(name, "second"), namespace=ns)
+        assert "second" in facade.workflows.get(name, namespace=ns).definition  # this process: at once
+        deadline = time.monotonic() + 2.0
+        while "second" not in other.workflows.get(name, namespace=ns).definition:
+            assert time.monotonic() < deadline, "the other cache still serves the old definition"
+            time.sleep(0.01)
+        same(other.workflows.get(name, namespace=ns), raw.workflows.get(name, namespace=ns))
+
+        env = f"env_{uuid.uuid4().hex[:8]}"
+        facade.environments.create(name=env, variables={"v": 1})
+        assert other.environments.get(env).variables == {"v": 1}
+        facade.environments.update(name=env, variables={"v": 2})
+        assert facade.environments.get(env).variables == {"v": 2}
+        deadline = time.monotonic() + 2.0
+        while other.environments.get(env).variables != {"v": 2}:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        facade.environments.delete(env)
+
+        facade.workflows.delete(name, namespace=ns)
+        with pytest.raises(APIException) as caught:
+            facade.workflows.get(name, namespace=ns)
+        assert caught.value.error_code == 404
+        assert name not in [w.name for w in facade.workflows.list(namespace=ns)]
+        deadline = time.monotonic() + 2.0
+        while name in [w.name for w in other.workflows.list(namespace=ns)]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        other_cache.close()
+
+
+def test_workbook_update_invalidates_its_workflows_and_actions(facade, raw, ns):
+    wb = f"wb_{uuid.uuid4().hex[:8]}"
+
+    def book(word):
+        return f"""---
+version: '2.0'
+name: {wb}
+workflows:
+  inner:
+    description: {word}
+    tasks:
+      t:
+        action: std.noop
+actions:
+  act:
+    description: {word}
+    base: std.echo
+    base-input:
+      output: {word}
+"""
+
+    facade.workbooks.create(book("one"), namespace=ns)
+    try:
+        assert facade.workflows.get(f"{wb}.inner", namespace=ns).to_dict()["definition"].count("one")
+        assert facade.actions.get(f"{wb}.act", namespace=ns).description == "one"
+        assert "one" in facade.workbooks.get(wb, namespace=ns).definition
+        facade.workbooks.update(book("two"), namespace=ns)
+        same(facade.workflows.get(f"{wb}.inner", namespace=ns), raw.workflows.get(f"{wb}.inner", namespace=ns))
+        assert facade.actions.get(f"{wb}.act", namespace=ns).description == "two"
+        assert "two" in facade.workbooks.get(wb, namespace=ns).definition
+    finally:
+        facade.workbooks.delete(wb, namespace=ns)
+
+
+def test_polled_execution_follows_its_state(facade, raw, upstream, ns):
+    name = f"sleepy_{uuid.uuid4().hex[:8]}"
+    raw.workflows.create(workflow_definition(name, "nap", sleep=2), namespace=ns)
+    try:
+        ex = facade.executions.create(name, namespace=ns)
+        assert ex.state == "RUNNING"
+        seen, server_success, facade_success = [], None, None
+        end = time.monotonic() + 60
+        while facade_success is None:
+            assert time.monotonic() < end, f"facade saw {seen}"
+            now = time.monotonic()
+            if server_success is None and raw.executions.get(ex.id).state == "SUCCESS":
+                server_success = now
+            state = facade.executions.get(ex.id).state
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            if state == "SUCCESS":
+                facade_success = now
+            time.sleep(0.05)
+        assert seen == ["RUNNING", "SUCCESS"]
+        assert server_success is not None
+        lag = facade_success - server_success
+        assert lag <= policies.ACTIVE_TTL + 0.5, f"SUCCESS reported {lag:.2f}s after the server had it"
+
+        # final: served from the cache, the server never asked again
+        before = upstream.requests.total
+        for _ in range(50):
+            assert facade.executions.get(ex.id).state == "SUCCESS"
+        assert upstream.requests.total == before
+        key = facade.executions.cached_reads["get"].cache_key(facade.scope, ex.id, {"id": ex.id})
+        ttl = facade.cache.redis.client().pttl(facade.cache.keyspace.entry(key)) / 1000
+        assert ttl > 3600, "a SUCCESS execution is kept long"
+
+        # a write invalidates it: the next read goes to the server
+        facade.executions.update(ex.id, None, description="renamed")
+        assert facade.executions.get(ex.id).description == "renamed"
+        assert upstream.requests.counts["get"] > 0
+        facade.executions.delete(ex.id)
+        with pytest.raises(APIException) as caught:
+            facade.executions.get(ex.id)
+        assert caught.value.error_code == 404
+    finally:
+        raw.workflows.delete(name, namespace=ns)
+
+
+def test_not_found_is_cached_briefly_and_errors_keep_their_type(facade, upstream, ns):
+    name = f"later_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(APIException) as first:
+        facade.workflows.get(name, namespace=ns)
+    assert first.value.error_code == 404 and name in str(first.value.error_message)
+    before = upstream.requests.total
+    for _ in range(5):
+        with pytest.raises(APIException) as again:
+            facade.workflows.get(name, namespace=ns)
+        assert again.value.error_code == 404
+        assert str(again.value) == str(first.value)
+    assert upstream.requests.total == before, "the 404 was not cached"
+    # ... briefly: and a create through the facade ends it at once
+    facade.workflows.create(workflow_definition(name), namespace=ns)
+    try:
+        assert facade.workflows.get(name, namespace=ns).name == name
+    finally:
+        facade.workflows.delete(name, namespace=ns)
+
+    with pytest.raises(APIException) as bad:
+        facade.workflows.create("this is: [not a workflow", namespace=ns)
+    assert bad.value.error_code == 400
+    with pytest.raises(APIException) as empty:
+        facade.executions.get("")
+    assert empty.value.error_code == 400
+    with pytest.raises(APIException) as dup:
+        name2 = f"dup_{uuid.uuid4().hex[:8]}"
+        facade.workflows.create(workflow_definition(name2), namespace=ns)
+        try:
+            facade.workflows.create(workflow_definition(name2), namespace=ns)
+        finally:
+            facade.workflows.delete(name2, namespace=ns)
+    assert dup.value.error_code == 409
+    # the 404 TTL is the policy's
+    assert policies.ttl_for("workflows", policies.not_found_marker("x")) == policies.NOT_FOUND_TTL
+
+
+def test_server_gone_cached_reads_served_others_raise_after_bounded_retries(mistral_url, cache, ns):
+    client = new_client(mistral_url)
+    attempts = Counter()
+    retry = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(lambda e: attempts.update(["x"]) is None and
+                                          __import__("mistral_cache.mistral", fromlist=["is_transient"]).is_transient(e)),
+        stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_none(), reraise=True,
+    )
+    facade = CachedMistralClient(client, cache=cache, retry=retry, timeout=(0.5, 2))
+    std = facade.actions.get("std.echo")
+    # the server "stops": point the client at a port nobody listens on
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    facade.http_client.base_url = f"http://127.0.0.1:{dead_port}/v2"
+    same(facade.actions.get("std.echo"), std)  # cached: still served
+    started = time.monotonic()
+    with pytest.raises(requests.ConnectionError):
+        facade.actions.get("std.noop")
+    assert attempts["x"] == 3, "retried, and bounded"
+    assert time.monotonic() - started < 10
+    assert facade.http_client.session._mistral_cache_timeout == (0.5, 2)
+
+
+def test_two_scopes_sharing_one_redis_never_see_each_other(mistral_url, raw, cache, ns):
+    a = CachedMistralClient(new_client(mistral_url), cache=cache, scope="tenant-a")
+    b = CachedMistralClient(new_client(mistral_url), cache=cache, scope="tenant-b")
+    assert a.scope != b.scope and a.scope.startswith("tenant-a@")
+    name = f"iso_{uuid.uuid4().hex[:8]}"
+    raw.workflows.create(workflow_definition(name), namespace=ns)
+    assert a.workflows.get(name, namespace=ns).name == name
+    assert name in [w.name for w in a.workflows.list(namespace=ns)]
+    raw.workflows.delete(name, namespace=ns)  # out of band: a's cache still holds it
+    assert a.workflows.get(name, namespace=ns).name == name
+    with pytest.raises(APIException) as caught:
+        b.workflows.get(name, namespace=ns)  # b never reads a's entry
+    assert caught.value.error_code == 404
+    assert name not in [w.name for w in b.workflows.list(namespace=ns)]
+    # and the keys in Redis are the scope's
+    rc = cache.redis.client()
+    keys = [k.decode() for k in rc.scan_iter(match=f"*{cache.namespace}*", count=1000)]
+    assert any("tenant-a@" in k for k in keys) and any("tenant-b@" in k for k in keys)
+    # invalidating one tenant leaves the other alone
+    a.invalidate_all()
+    with pytest.raises(APIException):
+        a.workflows.get(name, namespace=ns)
+
+
+def test_default_scope_is_the_project(mistral_url):
+    plain = CachedMistralClient(new_client(mistral_url), cache=Cache())
+    assert plain.scope.startswith("default@")
+    tenant = CachedMistralClient(mistral_client_module.client(mistral_url=mistral_url, project_id="p-123"), cache=Cache())
+    assert tenant.scope.startswith("p-123@")
+    built = CachedMistralClient(mistral_url=mistral_url, cache=Cache(), project_id="p-9")
+    assert built.scope.startswith("p-9@") and built.actions.get("std.noop").name == "std.noop"
+
+
+def test_policies():
+    ttl = policies.ttl_for
+    assert ttl("executions", {"state": "SUCCESS"}) == policies.SUCCESS_TTL
+    assert ttl("tasks", {"state": "SKIPPED"}) == policies.SUCCESS_TTL
+    assert ttl("executions", {"state": "SKIPPED"}) == policies.ACTIVE_TTL
+    assert ttl("executions", {"state": "ERROR"}) == policies.FAILED_TTL
+    for state in ("RUNNING", "IDLE", "PAUSED", "WAITING", "DELAYED"):
+        assert ttl("action_executions", {"state": state}) == policies.ACTIVE_TTL
+    assert ttl("executions", [{"state": "SUCCESS"}, {"state": "RUNNING"}]) == policies.ACTIVE_TTL
+    assert ttl("executions", [{"state": "SUCCESS"}]) == policies.STATEFUL_LIST_TTL
+    assert ttl("workflows", {"name": "x"}) == policies.DEFINITION_TTL
+    soon = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() + 30))
+    assert 28 <= ttl("cron_triggers", {"next_execution_time": soon}) <= 30
+    past = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - 30))
+    assert ttl("cron_triggers", {"next_execution_time": past}) == policies.MIN_TTL
+    table = policies.make_policies(executions=lambda d: 7.0, not_found=1)
+    assert ttl("executions", {"state": "SUCCESS"}, table) == 7.0
+    assert ttl("workflows", policies.not_found_marker(None), table) == 1.0
+    with pytest.raises(ValueError):
+        policies.make_policies(nonsense=1)
