@@ -1,0 +1,206 @@
+"""The same contract on a real Redis Cluster (3 masters, 1 replica each), and a master failover.
+
+The cluster is started once per module by ``embedded.RedisClusterServer`` on free
+loopback ports; the failover test runs last because it kills a master.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis.cluster
+
+from mistral_cache import Cache
+from mistral_cache.embedded import RedisClusterServer
+from mistral_cache.tiers.redis import Keyspace
+
+try:
+    import test_contract as contract  # pytest's default import mode puts tests/ on sys.path
+except ImportError:  # pragma: no cover
+    from tests import test_contract as contract  # type: ignore[no-redef]
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisClusterServer]:
+    with RedisClusterServer(masters=3, replicas_per_master=1) as server:
+        yield server
+
+
+@pytest.fixture(params=["cluster", "cluster+local"])
+def make_cache(request: pytest.FixtureRequest, cluster: RedisClusterServer, namespace: str) -> Iterator[Callable[..., Cache]]:
+    made: list[Cache] = []
+
+    def make(**kw: object) -> Cache:
+        kw.setdefault("redis_url", cluster.url)
+        if request.param == "cluster":
+            kw.setdefault("local_maxsize", 0)
+        kw.setdefault("namespace", namespace)
+        kw.setdefault("early_refresh", False)
+        kw.setdefault("socket_timeout", 1.0)
+        cache = Cache(**kw)  # type: ignore[arg-type]
+        made.append(cache)
+        return cache
+
+    yield make
+    for c in made:
+        c.close()
+
+
+# The generic contract, unchanged, against the cluster-backed make_cache above.
+test_hit_after_miss_and_none_is_a_hit = contract.test_hit_after_miss_and_none_is_a_hit
+test_expiry_follows_the_injected_clock = contract.test_expiry_follows_the_injected_clock
+test_ttl_callable_of_the_result = contract.test_ttl_callable_of_the_result
+test_key_template_binds_positional_keyword_and_defaults = contract.test_key_template_binds_positional_keyword_and_defaults
+test_invalidate_and_refresh = contract.test_invalidate_and_refresh
+test_exceptions_are_not_cached = contract.test_exceptions_are_not_cached
+test_unhashable_argument_is_a_clear_error = contract.test_unhashable_argument_is_a_clear_error
+test_methods_use_cache_key_hook = contract.test_methods_use_cache_key_hook
+test_async_functions_share_the_core = contract.test_async_functions_share_the_core
+test_tags_and_clear = contract.test_tags_and_clear
+test_unserialisable_result_names_the_function = contract.test_unserialisable_result_names_the_function
+
+
+def test_entry_and_lock_share_a_slot_and_keys_spread(cluster: RedisClusterServer) -> None:
+    from redis.crc import key_slot
+
+    ks = Keyspace("spread")
+    slots = set()
+    for key in ["a", "}x", "", "x}y", "{z}", "workflow:wf1:ns"] + [f"k{i}" for i in range(200)]:
+        assert key_slot(ks.entry(key).encode()) == key_slot(ks.lock(key).encode())
+        slots.add(key_slot(ks.entry(key).encode()))
+    assert len(slots) > 150  # a namespace is not piled onto one slot (so not onto one node)
+
+
+def test_redis_instance_and_coherence_across_caches(cluster: RedisClusterServer, namespace: str) -> None:
+    client = cluster.client()
+    a = Cache(redis=client, namespace=namespace, early_refresh=False)
+    b = Cache(cluster.url, namespace=namespace, early_refresh=False)
+    source = {"v": 1}
+
+    def make(cache: Cache) -> Callable[[str], int]:
+        @cache.cached(ttl=60, key="item:{name}", tags=["t:{name}"])
+        def get(name: str) -> int:
+            return source["v"]
+
+        return get
+
+    ga, gb = make(a), make(b)
+    try:
+        assert ga("x") == 1
+        assert gb("x") == 1  # from Redis
+        a.ensure_listener()
+        b.ensure_listener()
+        assert a.listener is not None and b.listener is not None
+        assert a.listener.connected.wait(5) and b.listener.connected.wait(5)
+        assert gb("x") == 1
+        source["v"] = 2
+        a.invalidate_tags("t:x")
+        deadline = time.monotonic() + 3
+        while gb("x") != 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gb("x") == 2  # b's local copy was dropped by a's announcement
+        source["v"] = 3
+        ga.invalidate("x")
+        deadline = time.monotonic() + 3
+        while gb("x") != 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gb("x") == 3
+    finally:
+        a.close()
+        b.close()
+        client.close()
+
+
+def test_async_cluster_client(cluster: RedisClusterServer, namespace: str) -> None:
+    cache = Cache(cluster.url, namespace=namespace, local_maxsize=0, early_refresh=False)
+    calls: list[int] = []
+
+    @cache.cached(ttl=60, tags=["all"])
+    async def f(i: int) -> int:
+        calls.append(i)
+        await asyncio.sleep(0.01)
+        return i * 2
+
+    async def main() -> None:
+        assert await asyncio.gather(*(f(i % 3) for i in range(12))) == [(i % 3) * 2 for i in range(12)]
+        await cache.ainvalidate_tags("all")
+        assert await f(1) == 2
+
+    asyncio.run(main())
+    assert sorted(calls) == [0, 1, 1, 2]
+    assert cache.stats()["breaker"]["state"] == "closed"
+
+
+def test_zz_master_failover_callers_keep_getting_correct_values(cluster: RedisClusterServer) -> None:
+    """Kill a master while 4 threads keep calling; every value returned is correct."""
+    namespace = "fo-" + uuid.uuid4().hex[:8]
+    cache = Cache(cluster.url, namespace=namespace, early_refresh=False, local_ttl=0.2, socket_timeout=0.5)
+    version = {"v": 0}
+
+    @cache.cached(ttl=30, key="item:{i}")
+    def get(i: int) -> tuple[int, int]:
+        return i, version["v"]
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    wrong: list[object] = []
+    latencies: list[float] = []
+
+    def caller() -> None:
+        n = 0
+        while not stop.is_set():
+            i = n % 50
+            n += 1
+            t0 = time.perf_counter()
+            try:
+                value = get(i)
+            except BaseException as exc:  # a caller must never see one
+                errors.append(exc)
+                continue
+            latencies.append(time.perf_counter() - t0)
+            if list(value) != [i, 0]:
+                wrong.append(value)
+
+    for i in range(50):
+        get(i)
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.3)
+        victim = cluster.kill_master(0)
+        killed_at = time.monotonic()
+        cluster.wait_for_failover(timeout=20)
+        healed_after = time.monotonic() - killed_at
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    stats = cache.stats()
+    print(
+        f"\ncluster failover: killed {victim.port}, healed after {healed_after:.2f}s; "
+        f"calls={len(latencies)} errors={len(errors)} wrong={len(wrong)} max latency={max(latencies) * 1000:.0f}ms; "
+        f"breaker={stats['breaker']} computes={stats['computes']} redis_errors={stats.get('redis_errors')}"
+    )
+    assert not errors and not wrong
+    # The cluster serves again through the same cache: a changed value after invalidation shows up.
+    version["v"] = 1
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        cache.clear()
+        if cache.stats()["breaker"]["state"] == "closed" and list(get(7)) == [7, 1]:
+            break
+        time.sleep(0.2)
+    assert list(get(7)) == [7, 1]
+    fresh = redis.cluster.RedisCluster(startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in cluster.startup_nodes if p != victim.port])
+    assert fresh.ping()
+    fresh.close()
+    cache.close()
