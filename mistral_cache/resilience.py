@@ -23,7 +23,7 @@ def default_redis_retry() -> tenacity.Retrying:
     """Three quick tries within 200 ms, with jittered exponential backoff."""
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(3) | tenacity.stop_after_delay(0.2),
-        wait=tenacity.wait_exponential_jitter(initial=0.005, max=0.05),
+        wait=tenacity.wait_exponential_jitter(initial=0.005, max=0.05, jitter=0.005),
         retry=tenacity.retry_if_exception_type(RETRYABLE)
         & tenacity.retry_if_not_exception_type(rex.TimeoutError),
         reraise=True,
