@@ -211,6 +211,7 @@ class Cache:
         for t in tags:
             if not isinstance(t, str) or not t:
                 raise ConfigurationError(f"tags must be non-empty strings, got {t!r}")
+        self.flights.forget_all()  # a computation in flight may depend on these tags
         if self.local is not None:
             self.local.delete_tags(tags)
         return self._bump_flow([self.keyspace.tag(t) for t in tags], "t", _coh.SEP.join(tags))
@@ -270,7 +271,7 @@ class Cache:
                     assert self.redis is not None and self.local is not None
                     tier = self.redis
                     self.listener = _coh.Listener(
-                        lambda: tier.client().pubsub(), self.keyspace.channel, self.local, self.sender
+                        lambda: tier.client().pubsub(), self.keyspace.channel, self.local, self.sender, flights=self.flights
                     )
                 listener = self.listener
         listener.ensure_started()

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .stampede import SingleFlight
 from .tiers.local import LocalTier
 
 log = logging.getLogger("mistral_cache.coherence")
@@ -38,8 +39,10 @@ def message(sender: str, kind: str, payload: str = "") -> str:
     return f"{sender}|{kind}|{payload}"
 
 
-def apply(local: LocalTier, data: str, own: str) -> str | None:
-    """Apply one announcement to a local tier; returns its kind, or None if ignored."""
+def apply(local: LocalTier, data: str, own: str, flights: SingleFlight | None = None) -> str | None:
+    """Apply one announcement to a local tier (and to ``flights``: a computation in
+    flight began before the invalidation, so later callers must not join it);
+    returns its kind, or None if ignored."""
     try:
         sender, kind, payload = data.split("|", 2)
     except ValueError:
@@ -49,10 +52,15 @@ def apply(local: LocalTier, data: str, own: str) -> str | None:
         return None  # our own change: already applied, and our fresh entry must stay
     if kind == "k":
         local.delete(payload)
-    elif kind == "t":
-        local.delete_tags(payload.split(SEP))
-    elif kind == "c":
-        local.clear()
+        if flights is not None:
+            flights.forget(payload)
+    elif kind in ("t", "c"):
+        if kind == "t":
+            local.delete_tags(payload.split(SEP))
+        else:
+            local.clear()
+        if flights is not None:
+            flights.forget_all()  # flights do not know their tags: forget them all
     else:
         return None
     return kind
@@ -69,8 +77,10 @@ class Listener:
         sender: str,
         *,
         on_event: Callable[[str], None] | None = None,
+        flights: SingleFlight | None = None,
     ) -> None:
         self._factory = pubsub_factory
+        self.flights = flights
         self.channel = channel
         self.local = local
         self.sender = sender
@@ -101,6 +111,11 @@ class Listener:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=2)
 
+    def _flush(self) -> None:
+        self.local.clear()
+        if self.flights is not None:
+            self.flights.forget_all()
+
     def _event(self, kind: str) -> None:
         if self._on_event is not None:
             self._on_event(kind)
@@ -117,7 +132,7 @@ class Listener:
                     if msg is not None and msg.get("type") in ("subscribe", "ssubscribe"):
                         break
                 # Anything announced before this point may have been missed.
-                self.local.clear()
+                self._flush()
                 self.connected.set()
                 self._event("connected")
                 delay = 0.05
@@ -132,7 +147,7 @@ class Listener:
                     last_ping = time.monotonic()
                     if msg.get("type") in ("message", "smessage"):
                         data = msg["data"]
-                        kind = apply(self.local, data.decode() if isinstance(data, bytes) else data, self.sender)
+                        kind = apply(self.local, data.decode() if isinstance(data, bytes) else data, self.sender, self.flights)
                         self.received += 1
                         if kind:
                             self._event(kind)
@@ -142,7 +157,7 @@ class Listener:
                 if self.connected.is_set():
                     log.warning("invalidation listener lost its connection (%s); flushing the local tier", type(exc).__name__)
                 self.connected.clear()
-                self.local.clear()
+                self._flush()
                 self.reconnects += 1
                 self._event("disconnected")
                 self._stop.wait(delay * (0.5 + random.random()))
