@@ -409,3 +409,47 @@ def test_random_interleavings_never_stale_beyond_bound(redis_url: str, namespace
         stop.set()
         for c in caches:
             c.close()
+
+
+# -- a computation in flight when the invalidation lands must not be joined --
+
+@pytest.mark.parametrize("how", ["remote-key", "remote-tags", "remote-clear", "local-tags"])
+def test_no_joining_a_flight_older_than_the_invalidation(redis_url: str, namespace: str, how: str) -> None:
+    """Thread t1 in cache A computes (slowly) from the old upstream; the upstream changes and is
+    invalidated; a call in A that starts BOUND later must not join t1's computation and get its
+    old value (single-flight must forget flights an invalidation made obsolete, in every process)."""
+    up = {"v": 0}
+
+    def slow(item: str) -> int:
+        v = up["v"]
+        time.sleep(3 * BOUND)
+        return v
+
+    a, b = Cache(redis_url, namespace=namespace), Cache(redis_url, namespace=namespace)
+    fa = a.cached(ttl=300, key="s:{item}", tags=["s"])(slow)
+    fb = b.cached(ttl=300, key="s:{item}", tags=["s"])(slow)
+    try:
+        a.ensure_listener()
+        b.ensure_listener()
+        assert a.listener is not None and b.listener is not None
+        assert a.listener.connected.wait(5) and b.listener.connected.wait(5)
+        first: list[int] = []
+        t1 = threading.Thread(target=lambda: first.append(fa("x")))
+        t1.start()
+        time.sleep(BOUND / 4)  # t1 is computing with version 0
+        up["v"] = 1
+        if how == "remote-key":
+            fb.invalidate("x")
+        elif how == "remote-tags":
+            b.invalidate_tags("s")
+        elif how == "remote-clear":
+            b.clear()
+        else:
+            a.invalidate_tags("s")
+        time.sleep(BOUND)
+        assert fa("x") == 1, "joined a computation that began before the invalidation"
+        t1.join(5)
+        assert first == [0]  # t1 itself began before: its old value is allowed
+    finally:
+        a.close()
+        b.close()
