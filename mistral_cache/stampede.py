@@ -90,7 +90,7 @@ class SingleFlight:
     def aleave(self, key: str, future: asyncio.Future[Any]) -> None:
         table = self.loops.get(id(asyncio.get_running_loop()))
         if table is not None and table.get(key) is future:
-            del table[key]
+            table.pop(key, None)  # the listener thread may forget it meanwhile
             if not table:
                 self.loops.pop(id(asyncio.get_running_loop()), None)
 
