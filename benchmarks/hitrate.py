@@ -1,0 +1,448 @@
+"""Scenario 2: hit rate.
+
+(a) Zipf workloads (s = 0.8, 1.0, 1.2) over N keys, local capacity 1% and 10% of N:
+hit rate per tier of this library against the offline optimum (Belady) at the same
+local capacity. The Redis tier is sized for the working set (as deployments are), so a
+local miss on a key seen before is a Redis hit and only first sightings reach the function.
+
+(b) A Mistral polling workload on the (simulated or given) Mistral API: pollers on
+running executions, dashboards listing workflows and executions, occasional writes
+(new executions). Hit rate, upstream requests saved and stale reads against the
+simulator's ground truth, for this library, the tutorial recipe (Redis GET/SET with a
+fixed 300 s TTL) and no cache.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .common import Env, have
+
+NAME = "hitrate"
+TITLE = "Hit rate"
+
+SKEWS = (0.8, 1.0, 1.2)
+CAPACITIES = (0.01, 0.10)
+
+
+# -- (a) Zipf ---------------------------------------------------------------------------
+def zipf_trace(n_keys: int, n_requests: int, s: float, seed: int) -> list[int]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ranks = np.arange(1, n_keys + 1, dtype=np.float64)
+    p = ranks ** (-s)
+    p /= p.sum()
+    perm = rng.permutation(n_keys)  # popular keys are not the small numbers
+    return [int(k) for k in perm[rng.choice(n_keys, size=n_requests, p=p)]]
+
+
+def belady_hits(trace: list[int], capacity: int) -> int:
+    """Hits of the clairvoyant policy (evict the key used farthest in the future)."""
+    n = len(trace)
+    nxt = [n] * n
+    last: dict[int, int] = {}
+    for i in range(n - 1, -1, -1):
+        nxt[i] = last.get(trace[i], n + i)  # never again: distinct "infinity"
+        last[trace[i]] = i
+    cached: dict[int, int] = {}  # key -> its next use
+    heap: list[tuple[int, int]] = []  # (-next use, key), lazily deleted
+    hits = 0
+    for i, key in enumerate(trace):
+        if key in cached:
+            hits += 1
+        elif len(cached) >= capacity:
+            while True:
+                neg, victim = heapq.heappop(heap)
+                if cached.get(victim) == -neg:
+                    del cached[victim]
+                    break
+        cached[key] = nxt[i]
+        heapq.heappush(heap, (-nxt[i], key))
+    return hits
+
+
+def ours_local_hits(trace: list[int], capacity: int) -> tuple[int, int]:
+    """(local hits, function calls) of this library's local tier on ``trace``."""
+    from mistral_cache import Cache
+
+    cache = Cache(redis_url=None, namespace="zipf", local_maxsize=capacity, local_ttl=None,
+                  early_refresh=False)
+    calls = [0]
+
+    def load(k: int) -> int:
+        calls[0] += 1
+        return k
+
+    fn = cache.cached(ttl=3600, key="z:{k}")(load)
+    for k in trace:
+        fn(k)
+    return len(trace) - calls[0], calls[0]
+
+
+def run_zipf(env: Env) -> list[dict[str, Any]]:
+    n_keys, n_req = (10_000, 50_000) if env.quick else (100_000, 1_000_000)
+    rows = []
+    total = len(SKEWS) * len(CAPACITIES)
+    done = 0
+    for s in SKEWS:
+        trace = zipf_trace(n_keys, n_req, s, seed=int(s * 100))
+        distinct = len(set(trace))
+        for frac in CAPACITIES:
+            env.progress(f"zipf s={s} local capacity {frac:.0%}", done, total)
+            cap = max(1, int(n_keys * frac))
+            local, _ = ours_local_hits(trace, cap)
+            opt = belady_hits(trace, cap)
+            redis_hits = n_req - local - distinct  # local misses on keys seen before
+            rows.append({
+                "s": s, "keys": n_keys, "requests": n_req, "capacity": cap, "capacity_frac": frac,
+                "local_hit_rate": round(local / n_req, 4),
+                "redis_hit_rate": round(redis_hits / n_req, 4),
+                "miss_rate": round(distinct / n_req, 4),
+                "total_hit_rate": round(1 - distinct / n_req, 4),
+                "belady_local_hit_rate": round(opt / n_req, 4),
+                "local_vs_belady": round(local / opt, 4) if opt else None,
+            })
+            done += 1
+    env.progress("zipf done", total, total)
+    return rows
+
+
+# -- (b) Mistral polling ----------------------------------------------------------------
+def _client(url: str) -> Any:
+    from mistralclient.api import client as mc
+
+    return mc.client(mistral_url=url)
+
+
+def _state_ttl(value: Any) -> float:
+    state = value.get("state") if isinstance(value, dict) else None
+    if state == "SUCCESS":
+        return 24 * 3600.0
+    if state in ("ERROR", "CANCELLED"):
+        return 300.0
+    if isinstance(value, list):
+        return 5.0
+    return 2.0
+
+
+class _Api:
+    """The three ways a program reads Mistral: uncached, the tutorial recipe, this library."""
+
+    def __init__(self, variant: str, env: Env, ns: str) -> None:
+        self.variant = variant
+        self.upstream = 0
+        self.lock = threading.Lock()
+        self.via = variant
+        self.local = threading.local()
+        self.env = env
+        self.cache: Any = None
+        self.facade: Any = None
+        if variant == "tutorial":
+            import redis
+
+            self.redis = redis.Redis.from_url(env.redis_url)
+        elif variant == "mistral_cache":
+            from mistral_cache import Cache
+
+            self.cache = Cache(redis_url=env.redis_url, namespace=ns, local_maxsize=4096)
+            try:
+                from mistral_cache.mistral import CachedMistralClient
+
+                self.facade = CachedMistralClient(_client(env.mistral_url), cache=self.cache, retry=None)
+                self.via = "mistral_cache (CachedMistralClient)"
+            except Exception:  # noqa: BLE001 - facade not there yet: cache the calls directly
+                self.facade = None
+                self.via = "mistral_cache (Cache + state-dependent ttl callable)"
+                self._get = self.cache.cached(ttl=_state_ttl, key="exec:{ident}", tags=("exec",))(self._raw_get)
+                self._list_ex = self.cache.cached(ttl=5.0, key="execs", tags=("execs",))(self._raw_list_ex)
+                self._list_wf = self.cache.cached(ttl=3600.0, key="wfs", tags=("wfs",))(self._raw_list_wf)
+
+    def client(self) -> Any:
+        c = getattr(self.local, "client", None)
+        if c is None:
+            c = self.local.client = _client(self.env.mistral_url)
+        return c
+
+    def count(self) -> None:
+        with self.lock:
+            self.upstream += 1
+
+    def _raw_get(self, ident: str) -> dict[str, Any]:
+        self.count()
+        return dict(self.client().executions.get(ident).to_dict())
+
+    def _raw_list_ex(self) -> list[dict[str, Any]]:
+        self.count()
+        return [e.to_dict() for e in self.client().executions.list(limit=100)]
+
+    def _raw_list_wf(self) -> list[dict[str, Any]]:
+        self.count()
+        return [w.to_dict() for w in self.client().workflows.list()]
+
+    def _tutorial(self, key: str, load: Callable[[], Any]) -> Any:
+        raw = self.redis.get(key)
+        if raw is not None:
+            return json.loads(raw)
+        value = load()
+        self.redis.set(key, json.dumps(value), ex=300)
+        return value
+
+    def get_execution(self, ident: str) -> dict[str, Any]:
+        if self.facade is not None:
+            value = dict(self.facade.executions.get(ident).to_dict())
+            return value
+        if self.variant == "tutorial":
+            return dict(self._tutorial(f"{self.ns_key}:exec:{ident}", lambda: self._raw_get(ident)))
+        if self.variant == "mistral_cache":
+            return dict(self._get(ident))
+        return self._raw_get(ident)
+
+    def list_executions(self) -> list[dict[str, Any]]:
+        if self.facade is not None:
+            value = [e.to_dict() for e in self.facade.executions.list(limit=100)]
+            return value
+        if self.variant == "tutorial":
+            return list(self._tutorial(f"{self.ns_key}:execs", self._raw_list_ex))
+        if self.variant == "mistral_cache":
+            return list(self._list_ex())
+        return self._raw_list_ex()
+
+    def list_workflows(self) -> list[dict[str, Any]]:
+        if self.facade is not None:
+            value = [w.to_dict() for w in self.facade.workflows.list()]
+            return value
+        if self.variant == "tutorial":
+            return list(self._tutorial(f"{self.ns_key}:wfs", self._raw_list_wf))
+        if self.variant == "mistral_cache":
+            return list(self._list_wf())
+        return self._raw_list_wf()
+
+    def write(self, wf_name: str) -> None:
+        if self.facade is not None:
+            self.facade.executions.create(wf_name)
+            return
+        self.client().executions.create(wf_name)
+        if self.variant == "mistral_cache":
+            self.cache.invalidate_tags("execs")
+
+    ns_key = "tutorial-" + os.urandom(4).hex()
+
+    def upstream_reads(self) -> int:
+        if self.facade is not None:
+            st = self.cache.stats()
+            return int(st["computes"])
+        return self.upstream
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
+
+def run_polling(env: Env) -> dict[str, Any]:
+    sim = env.sim
+    client = _client(env.mistral_url)
+    workflows = [w.name for w in client.workflows.list()][:5]
+    done = [e.id for e in client.executions.list(limit=60) if e.state == "SUCCESS"][:8]
+
+    def fresh_running(n: int) -> list[str]:
+        """Executions started now, so they change state while the pollers watch them."""
+        if sim is not None:
+            return list(sim.seed_executions(n, running_fraction=1.0, spread=0.0))
+        return [client.executions.create(workflows[i % len(workflows)]).id for i in range(n)]
+
+    pollers, polls, interval = (6, 90, 0.05) if env.quick else (12, 300, 0.05)
+    dashboards, views, view_interval = (2, 20, 0.2) if env.quick else (3, 60, 0.25)
+    writes, write_interval = (4, 1.2) if env.quick else (12, 1.5)
+    variants = ["no cache", "tutorial", "mistral_cache"]
+    out: dict[str, Any] = {"watched": 24 + len(done), "pollers": pollers, "polls_each": polls,
+                           "poll_interval_s": interval, "dashboards": dashboards, "views_each": views,
+                           "writes": writes, "ground_truth": sim is not None, "variants": []}
+    for vi, variant in enumerate(variants):
+        env.progress(f"mistral polling: {variant}", vi, len(variants))
+        watched = fresh_running(24) + done
+        api = _Api(variant, env, f"bench-poll-{os.getpid()}-{vi}-{random.randrange(1 << 30)}")
+        stats: dict[str, Any] = {"reads": 0, "stale": 0, "worst_s": 0.0, "stale_rows": 0, "rows": 0, "stale_gets": 0,
+                                 "errors": 0, "read_s": 0.0}
+        guard = threading.Lock()
+
+        def check(kind: str, rec: dict[str, Any], stats: dict[str, Any] = stats) -> float:
+            if sim is None:
+                return 0.0
+            try:
+                return float(sim.staleness_of(kind, rec["id"], rec))
+            except KeyError:
+                return 0.0
+
+        def poller(seed: int, api: _Api = api, stats: dict[str, Any] = stats,
+                   watched: list[str] = watched) -> None:
+            rng = random.Random(seed)
+            mine = watched[seed % len(watched):] + watched[:seed % len(watched)]
+            for i in range(polls):
+                ident = mine[i % 8] if rng.random() < 0.9 else rng.choice(watched)
+                t0 = time.perf_counter()
+                try:
+                    rec = api.get_execution(ident)
+                except Exception:  # noqa: BLE001
+                    with guard:
+                        stats["errors"] += 1
+                    continue
+                dt = time.perf_counter() - t0
+                lag = check("executions", rec)
+                with guard:
+                    stats["reads"] += 1
+                    stats["read_s"] += dt
+                    if lag > 0:
+                        stats["stale"] += 1
+                        stats["stale_gets"] += 1
+                        stats["worst_s"] = max(stats["worst_s"], lag)
+                time.sleep(interval)
+
+        def dashboard(seed: int, api: _Api = api, stats: dict[str, Any] = stats) -> None:
+            for i in range(views):
+                t0 = time.perf_counter()
+                try:
+                    rows = api.list_executions() if i % 2 == 0 else api.list_workflows()
+                except Exception:  # noqa: BLE001
+                    with guard:
+                        stats["errors"] += 1
+                    continue
+                dt = time.perf_counter() - t0
+                lags = [check("executions", r) for r in rows] if i % 2 == 0 else []
+                with guard:
+                    stats["reads"] += 1
+                    stats["read_s"] += dt
+                    stats["rows"] += len(lags)
+                    bad = [x for x in lags if x > 0]
+                    stats["stale_rows"] += len(bad)
+                    if bad:
+                        stats["stale"] += 1
+                        stats["worst_s"] = max(stats["worst_s"], max(bad))
+                time.sleep(view_interval)
+
+        def writer(api: _Api = api, stats: dict[str, Any] = stats) -> None:
+            for i in range(writes):
+                time.sleep(write_interval)
+                try:
+                    api.write(workflows[i % len(workflows)])
+                except Exception:  # noqa: BLE001
+                    with guard:
+                        stats["errors"] += 1
+
+        threads = [threading.Thread(target=poller, args=(i,)) for i in range(pollers)]
+        threads += [threading.Thread(target=dashboard, args=(i,)) for i in range(dashboards)]
+        threads += [threading.Thread(target=writer)] if workflows else []
+        sim_before = sim.requests_total if sim is not None else None
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        upstream = api.upstream_reads()
+        reads = stats["reads"]
+        out["variants"].append({
+            "variant": variant, "via": api.via, "reads": reads, "upstream_reads": upstream,
+            "hit_rate": round(1 - upstream / reads, 4) if reads else None,
+            "requests_saved": reads - upstream,
+            "requests_saved_pct": round(100 * (1 - upstream / reads), 2) if reads else None,
+            "stale_reads": stats["stale"] if sim is not None else None,
+            "stale_gets": stats["stale_gets"] if sim is not None else None,
+            "stale_lists": stats["stale"] - stats["stale_gets"] if sim is not None else None,
+            "stale_list_rows": stats["stale_rows"] if sim is not None else None,
+            "worst_staleness_s": round(stats["worst_s"], 3) if sim is not None else None,
+            "mean_read_ms": round(1000 * stats["read_s"] / reads, 3) if reads else None,
+            "errors": stats["errors"], "wall_s": round(wall, 2),
+            "sim_requests": (sim.requests_total - sim_before) if sim is not None else None,
+        })
+        api.close()
+    env.progress("mistral polling done", len(variants), len(variants))
+    return out
+
+
+def run(env: Env) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    if have("numpy"):
+        res["zipf"] = run_zipf(env)
+    else:
+        env.say("  ! numpy missing: Zipf workloads skipped (pip install numpy)")
+    try:
+        res["mistral"] = run_polling(env)
+    except Exception as exc:  # noqa: BLE001
+        env.say(f"  ! Mistral polling workload failed: {type(exc).__name__}: {exc}")
+        res["mistral_error"] = f"{type(exc).__name__}: {exc}"
+    return res
+
+
+def tables(result: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
+    out = []
+    if "zipf" in result:
+        head = ["zipf s", "local cap", "local hit", "Belady local", "local/Belady", "redis hit", "miss"]
+        body = [[f"{r['s']}", f"{r['capacity']} ({r['capacity_frac']:.0%})", f"{r['local_hit_rate']:.1%}",
+                 f"{r['belady_local_hit_rate']:.1%}", f"{r['local_vs_belady']:.2f}", f"{r['redis_hit_rate']:.1%}",
+                 f"{r['miss_rate']:.1%}"] for r in result["zipf"]]
+        out.append((head, body))
+    if "mistral" in result:
+        head = ["Mistral polling", "reads", "upstream", "hit rate", "saved", "stale gets/lists", "worst stale",
+                "mean read"]
+        body = []
+        for v in result["mistral"]["variants"]:
+            body.append([v["variant"], str(v["reads"]), str(v["upstream_reads"]),
+                         "-" if v["hit_rate"] is None else f"{v['hit_rate']:.1%}",
+                         "-" if v["requests_saved_pct"] is None else f"{v['requests_saved_pct']:.1f}%",
+                         "n/a" if v["stale_reads"] is None else f"{v['stale_gets']}/{v['stale_lists']}",
+                         "n/a" if v["worst_staleness_s"] is None else f"{v['worst_staleness_s']:.2f} s",
+                         "-" if v["mean_read_ms"] is None else f"{v['mean_read_ms']:.2f} ms"])
+        out.append((head, body))
+    if "mistral_error" in result:
+        out.append((["Mistral polling"], [[f"failed: {result['mistral_error']}"]]))
+    return out
+
+
+def plot(result: dict[str, Any], out: str) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    files = []
+    if "zipf" in result:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for s, colour in zip(SKEWS, ("tab:blue", "tab:orange", "tab:green"), strict=True):
+            rows = [r for r in result["zipf"] if r["s"] == s]
+            caps = [100 * r["capacity_frac"] for r in rows]
+            ax.plot(caps, [r["local_hit_rate"] for r in rows], "o-", color=colour, label=f"s={s} mistral_cache local")
+            ax.plot(caps, [r["belady_local_hit_rate"] for r in rows], "x--", color=colour, label=f"s={s} Belady")
+            ax.plot(caps, [r["total_hit_rate"] for r in rows], ":", color=colour, label=f"s={s} local+Redis")
+        ax.set_xscale("log")
+        ax.set_xlabel("local capacity (% of keys)")
+        ax.set_ylabel("hit rate")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        ax.set_title("Hit rate vs local capacity (Zipf)")
+        fig.tight_layout()
+        name = os.path.join(out, "hitrate_capacity.png")
+        fig.savefig(name, dpi=90)
+        plt.close(fig)
+        files.append(name)
+    if "mistral" in result:
+        fig, ax = plt.subplots(figsize=(7, 5))
+        for v in result["mistral"]["variants"]:
+            x = v["hit_rate"] or 0.0
+            y = v["worst_staleness_s"] or 0.0
+            ax.scatter([x], [y], s=30 + 3 * (v["stale_reads"] or 0))
+            ax.annotate(f"{v['variant']} ({v['stale_reads']} stale reads)", (x, y), fontsize=8,
+                        xytext=(5, 5), textcoords="offset points")
+        ax.set_xlabel("hit rate (share of reads served without calling Mistral)")
+        ax.set_ylabel("worst staleness vs ground truth (s)")
+        ax.set_title("Mistral polling workload: hit rate vs staleness")
+        fig.tight_layout()
+        name = os.path.join(out, "hitrate_staleness.png")
+        fig.savefig(name, dpi=90)
+        plt.close(fig)
+        files.append(name)
+    return files
