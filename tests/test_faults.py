@@ -362,3 +362,23 @@ async def test_retry_policy_async(redis_url: str, namespace: str) -> None:
     assert await fn(1) == value_of(1)
     assert upstream.calls == 3
     cache.close()
+
+
+def test_nothing_stale_after_redis_comes_back(own_redis: RedisServer, namespace: str) -> None:
+    """An invalidation sent while Redis was down never reached the other process's
+    local tier: once Redis is back, that tier has been flushed and serves the new value."""
+    source = {"v": 1}
+    a = Cache(own_redis.url, namespace=namespace, breaker=CircuitBreaker(reset_timeout=0.3))
+    b = Cache(own_redis.url, namespace=namespace, breaker=CircuitBreaker(reset_timeout=0.3))
+    fa = a.cached(ttl=60, key="wf:{x}")(lambda x: {"x": x, "v": source["v"]})
+    fb = b.cached(ttl=60, key="wf:{x}")(lambda x: {"x": x, "v": source["v"]})
+    assert fa(1) == {"x": 1, "v": 1}
+    assert _poll(lambda: a.stats()["coherence"]["connected"], 5) is not None
+    own_redis.kill()
+    source["v"] = 2
+    fb.invalidate(1)  # lost: Redis is down (fail open, no exception)
+    own_redis.restart()
+    assert _poll(lambda: fa(1) == {"x": 1, "v": 2}, 10) is not None, "a stale value outlived the outage"
+    assert fb(1) == {"x": 1, "v": 2}
+    a.close()
+    b.close()
