@@ -160,3 +160,23 @@ def fmt_us(value: float | None) -> str:
     if value >= 1000:
         return f"{value / 1000:.2f} ms"
     return f"{value:.1f} µs"
+
+
+_PRELOAD = ["redis", "mistral_cache", "benchmarks.common", "benchmarks.stampede", "benchmarks.scaling"]
+
+
+def mp_context() -> Any:
+    """A multiprocessing context whose children start fast and clean.
+
+    ``forkserver`` forks children from a server process that has no threads (the
+    benchmark's own process has a simulator, Redis listeners...), preloaded with the
+    libraries so a child does not pay the imports again; ``spawn`` where unavailable.
+    """
+    import multiprocessing as mp
+
+    try:
+        ctx = mp.get_context("forkserver")
+    except ValueError:
+        return mp.get_context("spawn")
+    ctx.set_forkserver_preload(_PRELOAD + [m for m in ("dogpile.cache", "cashews", "aiocache") if have(m)])
+    return ctx

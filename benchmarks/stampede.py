@@ -8,7 +8,6 @@ with ``distributed_lock=True``, cashews with ``lock=True`` and aiocache's
 from __future__ import annotations
 
 import asyncio
-import multiprocessing as mp
 import os
 import random
 import threading
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from .common import Env, have
+from .common import Env, have, mp_context
 
 NAME = "stampede"
 TITLE = "Stampede on a cold key"
@@ -141,7 +140,7 @@ def _child(lib: str, url: str, ns: str, threads: int, ready: Any, go: Any, resul
 def trial(lib: str, url: str, procs: int, threads: int) -> dict[str, Any]:
     import redis
 
-    ctx = mp.get_context("spawn")
+    ctx = mp_context()
     ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     ns = f"bench-stampede-{os.getpid()}-{random.randrange(1 << 30)}"
     children = [ctx.Process(target=_child, args=(lib, url, ns, threads, ready, go, results), daemon=True)
