@@ -16,7 +16,7 @@ from typing import Any
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-COMMAND_MODULES: list[str] = ["mistral_cache.cli_admin"]
+COMMAND_MODULES: list[str] = ["mistral_cache.cli_admin", "mistral_cache.ops"]
 """Optional modules with a ``register(subparsers)`` function (skipped if absent)."""
 
 SCENARIOS = ["latency", "hitrate", "stampede", "scaling"]
