@@ -185,7 +185,7 @@ def async_client_from_url(url: str, **options: Any) -> Any:
 
 
 def _sentinel_kwargs(options: dict[str, Any], t: _Topology) -> dict[str, Any]:
-    out = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout") if k in options}
+    out: dict[str, Any] = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout") if k in options}
     if "sentinel_password" in t.query:
         out["password"] = t.query["sentinel_password"]
     return out
