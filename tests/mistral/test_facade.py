@@ -344,7 +344,7 @@ def test_polled_execution_follows_its_state(facade, raw, upstream, ns):
         for _ in range(50):
             assert facade.executions.get(ex.id).state == "SUCCESS"
         assert upstream.requests.total == before
-        key = facade.executions.cached_reads["get"].cache_key(facade.scope, ex.id, {"id": ex.id})
+        key = facade.executions.cache_key("get", ex.id)
         ttl = facade.cache.redis.client().pttl(facade.cache.keyspace.entry(key)) / 1000
         assert ttl > 3600, "a SUCCESS execution is kept long"
 
