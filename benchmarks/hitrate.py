@@ -446,3 +446,30 @@ def plot(result: dict[str, Any], out: str) -> list[str]:
         plt.close(fig)
         files.append(name)
     return files
+
+
+def notes(result: dict[str, Any]) -> str:
+    lines = []
+    if "zipf" in result:
+        worst = min(result["zipf"], key=lambda r: r["local_vs_belady"] or 1)
+        lines.append(
+            "Zipf: the local tier is an LRU (cachetools); Belady is the clairvoyant optimum at the same "
+            f"capacity. The gap is widest at low skew and small capacity (s={worst['s']}, "
+            f"{worst['capacity_frac']:.0%}: {worst['local_hit_rate']:.1%} vs {worst['belady_local_hit_rate']:.1%}), "
+            "where recency is a poor predictor of reuse. Redis is sized for the working set, so only first "
+            "sightings miss both tiers.")
+    if "mistral" in result:
+        m = result["mistral"]
+        lines.append("")
+        lines.append(
+            f"Mistral polling: {m['pollers']} pollers × {m['polls_each']} reads every {m['poll_interval_s']} s on "
+            f"{m['watched']} executions (most started just before, so they change state while watched), "
+            f"{m['dashboards']} dashboards listing executions and workflows, {m['writes']} new executions. "
+            + ("Staleness is measured against the simulator's ground truth at the moment each read returned "
+               "(a list counts as stale if any row is)." if m["ground_truth"]
+               else "A real Mistral has no ground truth: staleness is not measured."))
+        for v in m["variants"]:
+            lines.append(f"- {v['via']}: hit rate {v['hit_rate']:.1%}, {v['requests_saved']} of {v['reads']} "
+                         f"upstream reads saved, stale reads {v['stale_reads']} (worst {v['worst_staleness_s']} s), "
+                         f"mean read {v['mean_read_ms']} ms.")
+    return "\n".join(lines)

@@ -206,6 +206,8 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "miss": "redis-py GET+json (two-tier/Redis libraries), cachetools LRUCache (in-memory ones)"}}
     for r in rows:
         path = r["path"]
+        if r["lib"] == "plain call":
+            continue
         if path == "miss" and r["lib"] in LOCAL_ONLY:
             path = "local miss"
         b = base.get(path)
@@ -253,3 +255,31 @@ def plot(result: dict[str, Any], out: str) -> list[str]:
     fig.savefig(name, dpi=90)
     plt.close(fig)
     return [name]
+
+
+def notes(result: dict[str, Any]) -> str:
+    rows, rat = result["rows"], result["ratios"]
+    ours = rat.get("mistral_cache", {})
+    lines = [
+        "Ratios are medians over the baseline's median in the same run (local hit: "
+        "`cachetools.cached(LRUCache)`; Redis hit and two-tier misses: bare redis-py GET + json.loads, "
+        "and GET-else-SET for a miss; in-memory libraries' misses: cachetools' miss).",
+        "",
+    ]
+    for path, target in (("local hit", 1.0), ("redis hit", 1.10)):
+        r = ours.get(path)
+        if r is not None:
+            verdict = "meets" if r <= target else "misses"
+            lines.append(f"- mistral_cache {path}: {r:.2f}× the baseline ({verdict} the DESIGN §7 target of "
+                         f"≤ {target:.2f}×).")
+    trips = rat.get("mistral_cache_miss_overhead_round_trips")
+    if trips is not None:
+        lines.append(f"- mistral_cache miss: costs about {trips:.1f} bare Redis round trips on top of the function "
+                     "(DESIGN §7: at most 2).")
+    peers = sorted({r["lib"] for r in rows if r["kind"] == "peer"})
+    for path in ("local hit", "redis hit"):
+        faster = [p for p in peers if rat.get(p, {}).get(path) is not None and ours.get(path) is not None
+                  and rat[p][path] < ours[path]]
+        if faster:
+            lines.append(f"- peers faster than mistral_cache on the {path} path: {', '.join(faster)}.")
+    return "\n".join(lines)

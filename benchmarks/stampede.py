@@ -216,3 +216,16 @@ def plot(result: dict[str, Any], out: str) -> list[str]:
     fig.savefig(name, dpi=90)
     plt.close(fig)
     return [name]
+
+
+def notes(result: dict[str, Any]) -> str:
+    lines = [f"The function sleeps {result['upstream_s']} s; the ideal is 1 upstream call and every caller "
+             f"served shortly after {1000 * result['upstream_s']:.0f} ms. Asyncio libraries run their callers "
+             "as tasks of one event loop per process rather than threads."]
+    for r in result["rows"]:
+        if "error" in r:
+            lines.append(f"- {r['lib']}: failed ({r['error']})")
+        else:
+            lines.append(f"- {r['lib']}: {r['upstream_calls']} upstream call(s), all {r['served']} callers served "
+                         f"after {r['time_to_all_served_ms']} ms, {r['errors']} errors.")
+    return "\n".join(lines)
