@@ -4,6 +4,9 @@ read-after-write, state-following TTLs, negative caching, tenant isolation."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import time
 import uuid
 from collections import Counter
@@ -17,7 +20,7 @@ from mistralclient.api.v2.executions import Execution
 from mistralclient.api.v2.workflows import Workflow
 
 from mistral_cache import Cache
-from mistral_cache.mistral import CachedMistralClient, policies
+from mistral_cache.mistral import CachedMistralClient, is_transient, policies
 
 FINAL = ("SUCCESS", "ERROR", "CANCELLED")
 
@@ -400,10 +403,14 @@ def test_not_found_is_cached_briefly_and_errors_keep_their_type(facade, upstream
 def test_server_gone_cached_reads_served_others_raise_after_bounded_retries(mistral_url, cache, ns):
     client = new_client(mistral_url)
     attempts = Counter()
+
+    def transient(exc):
+        attempts["x"] += 1
+        return is_transient(exc)
+
     retry = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(lambda e: attempts.update(["x"]) is None and
-                                          __import__("mistral_cache.mistral", fromlist=["is_transient"]).is_transient(e)),
-        stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_none(), reraise=True,
+        retry=tenacity.retry_if_exception(transient), stop=tenacity.stop_after_attempt(3),
+        wait=tenacity.wait_none(), reraise=True,
     )
     facade = CachedMistralClient(client, cache=cache, retry=retry, timeout=(0.5, 2))
     std = facade.actions.get("std.echo")
@@ -476,3 +483,56 @@ def test_policies():
     assert ttl("workflows", policies.not_found_marker(None), table) == 1.0
     with pytest.raises(ValueError):
         policies.make_policies(nonsense=1)
+
+
+def test_transient_errors_are_the_retried_ones():
+    assert is_transient(APIException(error_code=503, error_message="busy"))
+    assert is_transient(APIException(error_code=500, error_message="boom"))
+    assert not is_transient(APIException(error_code=404, error_message="gone"))
+    assert not is_transient(APIException(error_code=409, error_message="dup"))
+    assert is_transient(requests.ConnectionError("refused"))
+    assert is_transient(requests.ReadTimeout("slow"))
+    assert not is_transient(ValueError("x"))
+
+
+READER = textwrap.dedent("""
+    import json, sys
+    from mistralclient.api import client
+    from mistral_cache import Cache
+    from mistral_cache.mistral import CachedMistralClient
+    url, redis_url, namespace, name, ns = sys.argv[1:]
+    real = client.client(mistral_url=url)
+    calls = []
+    http = real.workflows.http_client
+    original = http.get
+    http.get = lambda *a, **k: calls.append(a) or original(*a, **k)
+    cache = Cache(redis_url, namespace=namespace)
+    facade = CachedMistralClient(real, cache=cache)
+    wf = facade.workflows.get(name, namespace=ns)
+    print(json.dumps({"definition": wf.definition, "requests": len(calls)}))
+    cache.close()
+""")
+
+
+def test_read_after_write_in_another_process(mistral_url, redis_url, namespace, facade, ns):
+    name = f"proc_{uuid.uuid4().hex[:8]}"
+
+    def other_process():
+        out = subprocess.run(
+            [sys.executable, "-c", READER, mistral_url, redis_url, namespace, name, ns],
+            capture_output=True, text=True, timeout=60, check=True,
+        )
+        import json
+
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    facade.workflows.create(workflow_definition(name, "first"), namespace=ns)
+    try:
+        assert "first" in facade.workflows.get(name, namespace=ns).definition
+        seen = other_process()
+        assert "first" in seen["definition"] and seen["requests"] == 0, "served from the shared Redis"
+        facade.workflows.update(workflow_definition(name, "second"), namespace=ns)
+        seen = other_process()
+        assert "second" in seen["definition"] and seen["requests"] == 1
+    finally:
+        facade.workflows.delete(name, namespace=ns)
