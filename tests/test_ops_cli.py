@@ -144,3 +144,27 @@ def test_command_line_process(redis_url: str) -> None:
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode in (0, 1), proc.stderr
     assert json.loads(proc.stdout)["checks"][0]["name"] == "connect"
+
+
+def test_prometheus_exporter(cache: Cache) -> None:
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from mistral_cache.metrics import register, samples
+
+    @cache.cached(ttl=60)
+    def f(x: int) -> int:
+        return x
+
+    f(1)
+    f(2)
+    cache.local.clear()  # type: ignore[union-attr]
+    f(1)  # a redis hit
+    registry = prometheus_client.CollectorRegistry()
+    register(cache, registry=registry)
+    text = prometheus_client.generate_latest(registry).decode()
+    ns = cache.namespace
+    assert f'mistral_cache_requests_total{{namespace="{ns}",result="miss",tier="redis"}} 2.0' in text
+    assert f'mistral_cache_requests_total{{namespace="{ns}",result="hit",tier="redis"}} 1.0' in text
+    assert f'mistral_cache_breaker_state{{namespace="{ns}"}} 0.0' in text
+    assert f'mistral_cache_latency_seconds_count{{namespace="{ns}",path="miss"}} 2.0' in text
+    assert f'mistral_cache_latency_seconds_bucket{{le="+Inf",namespace="{ns}",path="redis_hit"}} 1.0' in text
+    assert any(name == "mistral_cache_computes_total" and value == 2 for name, _, value in samples(cache))
