@@ -110,7 +110,7 @@ class LocalTier:
         if data is None:
             return self.get(key)
         with self._lock:
-            entry = data.get(key)
+            entry: LocalEntry | None = data.get(key)
             if entry is not None:
                 order.move_to_end(key)
             return entry
