@@ -209,6 +209,52 @@ def topology(client: Any) -> str:
     return "standalone"
 
 
+def _cluster_mget(c: Any, keys: Sequence[str]) -> list[Any]:
+    """``mget_nonatomic`` without its per-call pipeline machinery: one MGET per
+    slot, written to every node involved before any reply is read (one round
+    trip). Anything unusual (a redirect, a node error, an unmapped slot) falls
+    back to redis-py's ``mget_nonatomic``, which follows redirects and refreshes
+    the slot map."""
+    groups: dict[str, tuple[Any, list[list[int]]]] = {}
+    try:
+        by_slot: dict[int, list[int]] = {}
+        for i, k in enumerate(keys):
+            by_slot.setdefault(c.keyslot(k), []).append(i)
+        for slot, idx in by_slot.items():
+            node = c.nodes_manager.get_node_from_slot(slot)
+            entry = groups.get(node.name)
+            if entry is None:
+                groups[node.name] = (node, [idx])
+            else:
+                entry[1].append(idx)
+    except (rex.RedisError, LookupError):
+        return list(c.mget_nonatomic(keys))
+    taken: list[tuple[Any, Any]] = []
+    out: list[Any] = [None] * len(keys)
+    try:
+        for node, idxs in groups.values():
+            pool = (node.redis_connection or c.get_redis_connection(node)).connection_pool
+            conn = pool.get_connection()
+            taken.append((pool, conn))
+            conn.send_packed_command(conn.pack_commands([("MGET", *(keys[i] for i in idx)) for idx in idxs]))
+        for (_pool, conn), (_node, idxs) in zip(taken, groups.values()):
+            for idx in idxs:
+                reply = conn.read_response()
+                for i, value in zip(idx, reply):
+                    out[i] = value
+    except (rex.RedisError, OSError):
+        for _pool, conn in taken:
+            conn.disconnect()  # unread replies may be pending
+        for pool, conn in taken:
+            pool.release(conn)
+        taken = []
+        return list(c.mget_nonatomic(keys))
+    finally:
+        for pool, conn in taken:
+            pool.release(conn)
+    return out
+
+
 def _then(first: Any, then: Callable[[Any], Any]) -> Any:
     """``then(first)`` for a sync result; a coroutine for an awaitable one."""
     if not inspect.isawaitable(first):
@@ -375,6 +421,8 @@ class RedisTier:
         pipelined per node."""
 
         def op(c: Any) -> Any:
+            if isinstance(c, redis.cluster.RedisCluster):
+                return _cluster_mget(c, keys)
             return c.mget_nonatomic(keys) if is_cluster(c) else c.mget(keys)
 
         return op
