@@ -76,6 +76,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probing = False
+        self._probe_at = 0.0
         self.transitions: dict[str, int] = {CLOSED: 0, OPEN: 0, HALF_OPEN: 0}
         self.rejected = 0
         self._observers: list[Callable[[str, str], Any]] = []
@@ -100,8 +101,12 @@ class CircuitBreaker:
         with self._lock:
             if self.state == OPEN and self._timer() - self._opened_at >= self.reset_timeout:
                 self._move(HALF_OPEN)
-            if self.state == HALF_OPEN and not self._probing:
+            # A probe that never reported back (its caller was cancelled or raised
+            # something else) must not wedge the breaker half-open: its lease ends
+            # after reset_timeout and the next caller probes instead.
+            if self.state == HALF_OPEN and (not self._probing or self._timer() - self._probe_at >= self.reset_timeout):
                 self._probing = True
+                self._probe_at = self._timer()
                 return True
             if self.state == CLOSED:
                 return True
