@@ -382,3 +382,36 @@ def test_nothing_stale_after_redis_comes_back(own_redis: RedisServer, namespace:
     assert fb(1) == {"x": 1, "v": 2}
     a.close()
     b.close()
+
+
+async def test_cancelled_half_open_probe_does_not_wedge_the_breaker(own_redis: RedisServer, namespace: str) -> None:
+    """The one caller let through to probe a half-open breaker is cancelled (a user's
+    timeout) while Redis is frozen: the breaker must still close once Redis is back."""
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=0.3)
+    cache = Cache(own_redis.url, namespace=namespace, breaker=breaker, coherence=False)
+
+    @cache.cached(ttl=60)
+    async def fn(x: int) -> dict[str, Any]:
+        return value_of(x)
+
+    assert await fn(0) == value_of(0)
+    own_redis.pause()
+    try:
+        assert await fn(1) == value_of(1)  # times out: open
+        assert breaker.state == "open"
+        await asyncio.sleep(0.4)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(fn(2), 0.05)  # the half-open probe, abandoned mid-flight
+        assert breaker.state == "half_open"
+    finally:
+        own_redis.resume()
+
+    async def closes() -> bool:
+        for x in range(100, 200):
+            assert await fn(x) == value_of(x)
+            if breaker.state == "closed":
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    assert await closes(), f"breaker wedged: {cache.stats()['breaker']}"
