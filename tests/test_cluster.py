@@ -11,13 +11,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis.cluster
 
 from mistral_cache import Cache
 from mistral_cache.embedded import RedisClusterServer
-from mistral_cache.tiers.redis import Keyspace
+from mistral_cache.tiers.redis import Keyspace, sync_client_from_url
 
 try:
     import test_contract as contract  # pytest's default import mode puts tests/ on sys.path
@@ -136,6 +137,44 @@ def test_async_cluster_client(cluster: RedisClusterServer, namespace: str) -> No
     asyncio.run(main())
     assert sorted(calls) == [0, 1, 1, 2]
     assert cache.stats()["breaker"]["state"] == "closed"
+
+
+# -- stampede on the cluster: test_stampede's workers, their call counter on the cluster too ----------
+def _cluster_worker(kind: str, url: str, *args: Any) -> None:
+    import test_stampede as st
+
+    st._clients[url] = sync_client_from_url(url)  # _counter() finds this instead of redis.Redis.from_url
+    {"threads": st._thread_worker, "tasks": st._task_worker}[kind](url, *args)
+
+
+@pytest.mark.parametrize("kind,per_process", [("threads", 16), ("tasks", 64)])
+def test_stampede_four_processes_one_call(cluster: RedisClusterServer, namespace: str, kind: str, per_process: int) -> None:
+    import test_stampede as st
+
+    nproc = 4
+    barrier = st.CTX.Barrier(nproc * per_process if kind == "threads" else nproc)
+    out = st.CTX.Queue()
+    procs = [st.CTX.Process(target=_cluster_worker, args=(kind, cluster.url, namespace, per_process, barrier, out)) for _ in range(nproc)]
+    for p in procs:
+        p.start()
+    got = st._collect(out, nproc, procs)
+    assert [e for _, _, errs, _ in got for e in errs] == []
+    values = [v for _, vals, _, _ in got for v in vals]
+    assert len(values) == nproc * per_process and all(v == st.expected(7) for v in values)
+    client = cluster.client()
+    assert int(client.get(f"{namespace}:calls") or 0) == 1
+    client.close()
+    assert sum(c for *_, c in got) == 1
+
+
+def test_doctor_reports_the_cluster(cluster: RedisClusterServer) -> None:
+    from mistral_cache.ops import doctor
+
+    report = doctor(cluster.url, pings=5)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert report["topology"] == "cluster"
+    assert checks["topology"]["status"] == "ok" and checks["topology"]["masters"] == 3 and checks["topology"]["replicas"] == 3
+    assert len(checks["version"]["versions"]) == 6 and checks["connect"]["status"] == "ok"
 
 
 def test_zz_master_failover_callers_keep_getting_correct_values(cluster: RedisClusterServer) -> None:
