@@ -56,6 +56,10 @@ class NoValue:
 NO_VALUE = NoValue()
 
 
+class _LeaderCancelled(Exception):
+    """Handed to coroutines waiting on an in-process computation whose own caller was cancelled."""
+
+
 # -- what the flow asks its driver to do ----------------------------------
 class _Redis:
     __slots__ = ("op", "what")
@@ -539,6 +543,8 @@ class Engine:
                 return held.value
             try:
                 return await asyncio.wait_for(asyncio.shield(future), self.cache.options.lock_wait)
+            except _LeaderCancelled:  # the leader's caller gave up, not us: start over (one of us leads)
+                return await self.arun_flight(key, args, kwargs, mode, held)
             except asyncio.TimeoutError:
                 self.stats.lock_timeouts += 1
                 if self.cache.options.on_lock_timeout == "raise":
@@ -548,7 +554,8 @@ class Engine:
             value = await self.adrive(self.flow(key, args, kwargs, mode, held), args, kwargs)
         except BaseException as exc:
             if not future.done():
-                future.set_exception(exc)
+                # A cancelled leader must not cancel the callers waiting on it.
+                future.set_exception(_LeaderCancelled() if isinstance(exc, asyncio.CancelledError) else exc)
                 future.exception()  # retrieved: no "never retrieved" warning when nobody waited
             raise
         else:
