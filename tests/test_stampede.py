@@ -250,3 +250,26 @@ def test_xfetch_refreshes_ahead_of_expiry(redis_url: str, namespace: str) -> Non
     assert s["misses"] == 1, s
     assert s["early_refreshes"] >= 3, s
     assert s["computes"] == len(calls) == s["misses"] + s["early_refreshes"]
+
+
+@pytest.mark.parametrize("with_redis", [False, True], ids=["local-only", "redis"])
+async def test_cancelled_leader_does_not_cancel_its_followers(redis_url: str, namespace: str, with_redis: bool) -> None:
+    """One caller's timeout (``wait_for``) cancels the coroutine computing a key; the other
+    coroutines waiting for that key did not ask to be cancelled: they get the value."""
+    cache = Cache(redis_url if with_redis else None, namespace=namespace, lock_timeout=1.0, coherence=False)
+    calls = []
+
+    @cache.cached(ttl=60, key="c:{x}")
+    async def fn(x: int) -> dict[str, Any]:
+        calls.append(x)
+        await asyncio.sleep(0.2)
+        return expected(x)
+
+    leader = asyncio.ensure_future(fn(4))
+    await asyncio.sleep(0.02)
+    followers = [asyncio.ensure_future(fn(4)) for _ in range(5)]
+    await asyncio.sleep(0.02)
+    leader.cancel()
+    got = await asyncio.wait_for(asyncio.gather(*followers, return_exceptions=True), 10)
+    assert got == [expected(4)] * 5
+    assert len(calls) == 2  # the cancelled computation and one retry, not one per follower
