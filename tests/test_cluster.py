@@ -239,6 +239,12 @@ def test_zz_master_failover_callers_keep_getting_correct_values(cluster: RedisCl
             break
         time.sleep(0.2)
     assert list(get(7)) == [7, 1]
+    listener = cache.listener
+    assert listener is not None
+    deadline = time.monotonic() + 10
+    while not listener.connected.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert listener.connected.is_set(), "the invalidation listener resubscribed on the healed cluster"
     fresh = redis.cluster.RedisCluster(startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in cluster.startup_nodes if p != victim.port])
     assert fresh.ping()
     fresh.close()

@@ -50,6 +50,12 @@ def test_failover_follows_new_primary_and_serves_nothing_stale() -> None:
 
             return get
 
+        from mistral_cache.ops import doctor
+
+        report = doctor(setup.url, pings=3)
+        topo = next(c for c in report["checks"] if c["name"] == "topology")
+        assert report["topology"] == "sentinel" and topo["sentinels_alive"] == 3 and topo["replicas"] == 1, report
+
         ga, gb = make(a), make(b)
         for i in range(20):
             assert ga(i) == [i, 1]
