@@ -4,6 +4,7 @@ read-after-write, state-following TTLs, negative caching, tenant isolation."""
 
 from __future__ import annotations
 
+import calendar
 import subprocess
 import sys
 import textwrap
@@ -536,3 +537,67 @@ def test_read_after_write_in_another_process(mistral_url, redis_url, namespace, 
         assert "second" in seen["definition"] and seen["requests"] == 1
     finally:
         facade.workflows.delete(name, namespace=ns)
+
+
+def test_task_rerun_invalidates_its_execution_and_tasks(facade, raw, upstream, ns):
+    name = f"failing_{uuid.uuid4().hex[:8]}"
+    raw.workflows.create(f"""---
+version: '2.0'
+{name}:
+  tasks:
+    boom:
+      action: std.fail
+""", namespace=ns)
+    try:
+        ex = facade.executions.create(name, namespace=ns)
+        ex = wait_final(facade.executions.get, ex.id)
+        assert ex.state == "ERROR"
+        task = facade.tasks.list(workflow_execution_id=ex.id)[0]
+        assert facade.tasks.get(task.id).state == "ERROR"
+        key = facade.executions.cache_key("get", ex.id)
+        ttl = facade.cache.redis.client().pttl(facade.cache.keyspace.entry(key)) / 1000
+        assert policies.FAILED_TTL - 5 < ttl <= policies.FAILED_TTL, "ERROR is kept minutes, not a day"
+        before = upstream.requests.counts["get"]
+        facade.executions.get(ex.id)
+        facade.tasks.get(task.id)
+        assert upstream.requests.counts["get"] == before  # cached
+
+        facade.tasks.rerun(task.id)
+        facade.executions.get(ex.id)
+        assert upstream.requests.counts["get"] == before + 1, "the rerun did not invalidate the execution"
+        facade.tasks.get(task.id)
+        assert upstream.requests.counts["get"] == before + 2, "the rerun did not invalidate the task"
+        final = wait_final(facade.executions.get, ex.id)
+        same(final, raw.executions.get(ex.id))
+        raw.executions.delete(ex.id, force=True)
+    finally:
+        raw.workflows.delete(name, namespace=ns)
+
+
+def test_cron_trigger_never_cached_beyond_its_next_execution(facade, raw):
+    wf = f"cron_{uuid.uuid4().hex[:8]}"
+    raw.workflows.create(workflow_definition(wf))
+    trigger = f"every_minute_{uuid.uuid4().hex[:8]}"
+    try:
+        assert trigger not in [t.name for t in facade.cron_triggers.list()]
+        facade.cron_triggers.create(trigger, wf, pattern="* * * * *")
+        assert trigger in [t.name for t in facade.cron_triggers.list()]  # the create invalidated the list
+        got = facade.cron_triggers.get(trigger)
+        same(got, raw.cron_triggers.get(trigger))
+        at = calendar.timegm(time.strptime(got.next_execution_time, "%Y-%m-%d %H:%M:%S"))
+        key = facade.cron_triggers.cache_key("get", trigger)
+        ttl = facade.cache.redis.client().pttl(facade.cache.keyspace.entry(key)) / 1000
+        assert 0 < ttl <= max(policies.MIN_TTL, at - time.time()) + 1
+        facade.cron_triggers.delete(trigger)
+        assert trigger not in [t.name for t in facade.cron_triggers.list()]
+        with pytest.raises(APIException) as caught:
+            facade.cron_triggers.get(trigger)
+        assert caught.value.error_code == 404
+    finally:
+        try:
+            raw.cron_triggers.delete(trigger)
+        except APIException:
+            pass
+        for ex in raw.executions.list(workflow_name=wf):
+            raw.executions.delete(ex.id, force=True)
+        raw.workflows.delete(wf)
