@@ -18,6 +18,7 @@ import heapq
 import json
 import os
 import random
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -88,7 +89,7 @@ def ours_local_hits(trace: list[int], capacity: int) -> tuple[int, int]:
 
 
 def run_zipf(env: Env) -> list[dict[str, Any]]:
-    n_keys, n_req = (10_000, 50_000) if env.quick else (100_000, 1_000_000)
+    n_keys, n_req = (10_000, 20_000) if env.quick else (100_000, 1_000_000)
     rows = []
     total = len(SKEWS) * len(CAPACITIES)
     done = 0
@@ -181,7 +182,7 @@ class _Api:
 
     def _raw_list_ex(self) -> list[dict[str, Any]]:
         self.count()
-        return [e.to_dict() for e in self.client().executions.list(limit=100)]
+        return [e.to_dict() for e in self.client().executions.list(limit=100, sort_keys="created_at", sort_dirs="desc")]
 
     def _raw_list_wf(self) -> list[dict[str, Any]]:
         self.count()
@@ -207,7 +208,7 @@ class _Api:
 
     def list_executions(self) -> list[dict[str, Any]]:
         if self.facade is not None:
-            value = [e.to_dict() for e in self.facade.executions.list(limit=100)]
+            value = [e.to_dict() for e in self.facade.executions.list(limit=100, sort_keys="created_at", sort_dirs="desc")]
             return value
         if self.variant == "tutorial":
             return list(self._tutorial(f"{self.ns_key}:execs", self._raw_list_ex))
@@ -258,20 +259,21 @@ def run_polling(env: Env) -> dict[str, Any]:
             return list(sim.seed_executions(n, running_fraction=1.0, spread=0.0))
         return [client.executions.create(workflows[i % len(workflows)]).id for i in range(n)]
 
-    pollers, polls, interval = (6, 90, 0.05) if env.quick else (12, 300, 0.05)
-    dashboards, views, view_interval = (2, 20, 0.2) if env.quick else (3, 60, 0.25)
-    writes, write_interval = (4, 1.2) if env.quick else (12, 1.5)
+    pollers, polls, interval = (6, 100, 0.05) if env.quick else (12, 300, 0.05)
+    dashboards, views, view_interval = (2, 24, 0.2) if env.quick else (3, 60, 0.25)
+    writes, write_interval = (3, 1.0) if env.quick else (12, 1.5)
     variants = ["no cache", "tutorial", "mistral_cache"]
     out: dict[str, Any] = {"watched": 24 + len(done), "pollers": pollers, "polls_each": polls,
                            "poll_interval_s": interval, "dashboards": dashboards, "views_each": views,
                            "writes": writes, "ground_truth": sim is not None, "variants": []}
+    # All three run at once on the same executions, so they see the same state changes.
+    watched = fresh_running(24) + done
+    runs: list[tuple[str, _Api, dict[str, Any], list[threading.Thread]]] = []
+    guard = threading.Lock()
     for vi, variant in enumerate(variants):
-        env.progress(f"mistral polling: {variant}", vi, len(variants))
-        watched = fresh_running(24) + done
         api = _Api(variant, env, f"bench-poll-{os.getpid()}-{vi}-{random.randrange(1 << 30)}")
         stats: dict[str, Any] = {"reads": 0, "stale": 0, "worst_s": 0.0, "stale_rows": 0, "rows": 0, "stale_gets": 0,
-                                 "errors": 0, "read_s": 0.0}
-        guard = threading.Lock()
+                                 "errors": 0, "read_s": 0.0, "times": []}
 
         def check(kind: str, rec: dict[str, Any], stats: dict[str, Any] = stats) -> float:
             if sim is None:
@@ -299,6 +301,7 @@ def run_polling(env: Env) -> dict[str, Any]:
                 with guard:
                     stats["reads"] += 1
                     stats["read_s"] += dt
+                    stats["times"].append(dt)
                     if lag > 0:
                         stats["stale"] += 1
                         stats["stale_gets"] += 1
@@ -319,6 +322,7 @@ def run_polling(env: Env) -> dict[str, Any]:
                 with guard:
                     stats["reads"] += 1
                     stats["read_s"] += dt
+                    stats["times"].append(dt)
                     stats["rows"] += len(lags)
                     bad = [x for x in lags if x > 0]
                     stats["stale_rows"] += len(bad)
@@ -339,13 +343,20 @@ def run_polling(env: Env) -> dict[str, Any]:
         threads = [threading.Thread(target=poller, args=(i,)) for i in range(pollers)]
         threads += [threading.Thread(target=dashboard, args=(i,)) for i in range(dashboards)]
         threads += [threading.Thread(target=writer)] if workflows else []
-        sim_before = sim.requests_total if sim is not None else None
-        t0 = time.perf_counter()
+        runs.append((variant, api, stats, threads))
+    env.progress("mistral polling: no cache, tutorial, mistral_cache side by side", 0, 1)
+    sim_before = sim.requests_total if sim is not None else None
+    t0 = time.perf_counter()
+    for _, _, _, threads in runs:
         for t in threads:
             t.start()
+    for _, _, _, threads in runs:
         for t in threads:
             t.join()
-        wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    out["wall_s"] = round(wall, 2)
+    out["sim_requests_total"] = (sim.requests_total - sim_before) if sim is not None else None
+    for variant, api, stats, _ in runs:
         upstream = api.upstream_reads()
         reads = stats["reads"]
         out["variants"].append({
@@ -359,11 +370,14 @@ def run_polling(env: Env) -> dict[str, Any]:
             "stale_list_rows": stats["stale_rows"] if sim is not None else None,
             "worst_staleness_s": round(stats["worst_s"], 3) if sim is not None else None,
             "mean_read_ms": round(1000 * stats["read_s"] / reads, 3) if reads else None,
-            "errors": stats["errors"], "wall_s": round(wall, 2),
-            "sim_requests": (sim.requests_total - sim_before) if sim is not None else None,
+            "median_read_ms": round(1000 * statistics.median(stats["times"]), 3) if reads else None,
+            "errors": stats["errors"],
         })
+        if api.cache is not None:
+            st = api.cache.stats()
+            out["variants"][-1]["cache_stats"] = {k: v for k, v in st.items() if k not in ("functions", "latency")}
         api.close()
-    env.progress("mistral polling done", len(variants), len(variants))
+    env.progress("mistral polling done", 1, 1)
     return out
 
 
@@ -391,7 +405,7 @@ def tables(result: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
         out.append((head, body))
     if "mistral" in result:
         head = ["Mistral polling", "reads", "upstream", "hit rate", "saved", "stale gets/lists", "worst stale",
-                "mean read"]
+                "read median/mean"]
         body = []
         for v in result["mistral"]["variants"]:
             body.append([v["variant"], str(v["reads"]), str(v["upstream_reads"]),
@@ -399,7 +413,8 @@ def tables(result: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
                          "-" if v["requests_saved_pct"] is None else f"{v['requests_saved_pct']:.1f}%",
                          "n/a" if v["stale_reads"] is None else f"{v['stale_gets']}/{v['stale_lists']}",
                          "n/a" if v["worst_staleness_s"] is None else f"{v['worst_staleness_s']:.2f} s",
-                         "-" if v["mean_read_ms"] is None else f"{v['mean_read_ms']:.2f} ms"])
+                         "-" if v["mean_read_ms"] is None
+                         else f"{v['median_read_ms']:.3f}/{v['mean_read_ms']:.2f} ms"])
         out.append((head, body))
     if "mistral_error" in result:
         out.append((["Mistral polling"], [[f"failed: {result['mistral_error']}"]]))
@@ -471,5 +486,5 @@ def notes(result: dict[str, Any]) -> str:
         for v in m["variants"]:
             lines.append(f"- {v['via']}: hit rate {v['hit_rate']:.1%}, {v['requests_saved']} of {v['reads']} "
                          f"upstream reads saved, stale reads {v['stale_reads']} (worst {v['worst_staleness_s']} s), "
-                         f"mean read {v['mean_read_ms']} ms.")
+                         f"read median {v['median_read_ms']} ms, mean {v['mean_read_ms']} ms.")
     return "\n".join(lines)

@@ -82,7 +82,7 @@ def measure(variant: str, url: str, procs: int, seconds: float) -> dict[str, Any
 
 def run(env: Env) -> dict[str, Any]:
     counts = [1, 2, 4, 8]
-    seconds = 1.0 if env.quick else 5.0
+    seconds = 0.6 if env.quick else 5.0
     rows = []
     total = len(counts) * len(VARIANTS)
     for vi, variant in enumerate(VARIANTS):

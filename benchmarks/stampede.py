@@ -57,7 +57,8 @@ def _sync_getter(lib: str, url: str, ns: str, upstream: Callable[[], Any]) -> Ca
 
     region = make_region(key_mangler=lambda k: f"{ns}:{k}").configure(
         "dogpile.cache.redis", expiration_time=60,
-        arguments={"url": url, "distributed_lock": True, "lock_timeout": 10, "redis_expiration_time": 120},
+        arguments={"url": url, "distributed_lock": True, "thread_local_lock": False,
+                   "lock_timeout": 10, "redis_expiration_time": 120},
     )
     return lambda: region.get_or_create("stampede", upstream)
 
