@@ -354,6 +354,11 @@ class Engine:
                 log.warning("%s: serving a stale value after %s: %s", self.name, type(exc).__name__, exc)
                 return fallback
             raise
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # the caller gave up mid-computation: free the lock now, not after lock_timeout
+            if token is not None and rt is not None:
+                yield _Redis(rt.release(lock_key, token), "unlock")
+            raise
         compute_time = time.perf_counter() - t0
         stats.computes += 1
         if mode == "early":
