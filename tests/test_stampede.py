@@ -256,7 +256,7 @@ def test_xfetch_refreshes_ahead_of_expiry(redis_url: str, namespace: str) -> Non
 async def test_cancelled_leader_does_not_cancel_its_followers(redis_url: str, namespace: str, with_redis: bool) -> None:
     """One caller's timeout (``wait_for``) cancels the coroutine computing a key; the other
     coroutines waiting for that key did not ask to be cancelled: they get the value."""
-    cache = Cache(redis_url if with_redis else None, namespace=namespace, lock_timeout=1.0, coherence=False)
+    cache = Cache(redis_url if with_redis else None, namespace=namespace, lock_timeout=5.0, coherence=False)
     calls = []
 
     @cache.cached(ttl=60, key="c:{x}")
@@ -270,6 +270,9 @@ async def test_cancelled_leader_does_not_cancel_its_followers(redis_url: str, na
     followers = [asyncio.ensure_future(fn(4)) for _ in range(5)]
     await asyncio.sleep(0.02)
     leader.cancel()
+    t0 = time.monotonic()
     got = await asyncio.wait_for(asyncio.gather(*followers, return_exceptions=True), 10)
     assert got == [expected(4)] * 5
+    # the cancelled leader released its Redis lock: nobody waited for its 5 s timeout (a bound)
+    assert time.monotonic() - t0 < 4.0
     assert len(calls) == 2  # the cancelled computation and one retry, not one per follower
