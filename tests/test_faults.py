@@ -415,3 +415,17 @@ async def test_cancelled_half_open_probe_does_not_wedge_the_breaker(own_redis: R
         return False
 
     assert await closes(), f"breaker wedged: {cache.stats()['breaker']}"
+
+
+def test_default_redis_retry_backs_off_in_milliseconds() -> None:
+    """The default policy's waits start at ~5 ms (tenacity's default jitter of 1 s
+    used to push every wait to the 50 ms cap: ~100 ms per failing call)."""
+    from mistral_cache.resilience import default_redis_retry
+
+    policy = default_redis_retry()
+    state = tenacity.RetryCallState(policy, fn=None, args=(), kwargs={})
+    for _ in range(200):
+        state.attempt_number = 1
+        assert policy.wait(state) <= 0.0101
+        state.attempt_number = 2
+        assert policy.wait(state) <= 0.0151
