@@ -372,8 +372,9 @@ class CachedManager:
             return f"mistral|{scope}|{prefix}{encoded}"
 
         # No XFetch early refresh for stateful reads: their short TTLs end in a state
-        # change, and an early refresh racing the entry's expiry loses its conditional
-        # Redis write (the final SUCCESS would then live in the local tier only).
+        # change anyway. Observed with it on (tests/mistral/test_facade.py, polling test):
+        # the final SUCCESS of a polled execution reached the local tier but never Redis
+        # (the early refresh's conditional write lost to the RUNNING entry's expiry?).
         cached = owner.cache.cached(
             ttl=lambda value: ttl_for(resource, value, policies), key=key, tags=tags, retry=owner.retry,
             early_refresh=False if resource in STATEFUL else None,
