@@ -195,7 +195,7 @@ def _quantiles(values: list[float]) -> dict[str, float] | None:
 
 # -- the state kept in the envelope ------------------------------------------
 def new_state(prior_exposure: float) -> dict[str, Any]:
-    return {"h": None, "t": None, "u": 0.0, "p": prior_exposure, "c": {}, "n": 0.0, "k": 0.0, "r": None}
+    return {"h": None, "t": None, "u": 0.0, "p": prior_exposure, "c": {}, "n": 0.0, "k": 0.0, "r": None, "a": 0.0}
 
 
 def observe(state: dict[str, Any], changed: bool, elapsed: float, decay: float) -> None:
@@ -227,7 +227,7 @@ def rate_of(state: dict[str, Any], a0: float) -> float:
 
 def _compact(state: dict[str, Any]) -> dict[str, Any]:
     out = dict(state)
-    for k in ("u", "p", "n", "k"):
+    for k in ("u", "p", "n", "k", "a"):
         out[k] = float(f"{out[k]:.6g}")
     out["c"] = {b: [float(f"{w:.5g}"), float(f"{wt:.6g}")] for b, (w, wt) in out["c"].items()}
     if out["r"] is not None:
@@ -345,7 +345,6 @@ class Adaptive:
             state = dict(state)
         state["c"] = {b: list(v) for b, v in state["c"].items()}
         digest = self.hasher(value)
-        old_rate = state.get("r")
         changed = None
         if state["h"] is not None and state["t"] is not None and now > state["t"]:
             changed = digest != state["h"]
@@ -353,6 +352,12 @@ class Adaptive:
         state["h"], state["t"] = digest, now
         lam = rate_of(state, self.a0)
         state["r"] = lam
+        # Log against the rate last reported (not the last recompute's), so a
+        # drift by a large factor is reported however gradual it was.
+        anchor = state.get("a") or lam
+        moved = bool(lam > 0 and max(anchor / lam, lam / anchor) >= self.log_factor)
+        if moved or not state.get("a"):
+            state["a"] = lam
         ttl = None
         if self.base is not None:
             b = self.base(value)
@@ -362,12 +367,12 @@ class Adaptive:
             ttl = self.ttl_for_rate(lam, value)
         retain = _seconds(self.retain if self.retain is not None else self.max_ttl, value, "retain")
         state = _compact(state)
-        self._record(name, key, state, changed, old_rate, lam, ttl)
+        self._record(name, key, state, changed, anchor if moved else None, lam, ttl)
         return ttl, {META_KEY: state}, retain
 
     def _record(self, name: str, key: str, state: dict[str, Any], changed: bool | None,
                 old: float | None, lam: float, ttl: float) -> None:
-        moved = bool(old and lam and max(old / lam, lam / old) >= self.log_factor)
+        moved = old is not None
         with self._lock:
             local = self._local
             local[(name, key)] = state
