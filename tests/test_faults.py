@@ -429,3 +429,30 @@ def test_default_redis_retry_backs_off_in_milliseconds() -> None:
         assert policy.wait(state) <= 0.0101
         state.attempt_number = 2
         assert policy.wait(state) <= 0.0151
+
+
+@pytest.mark.parametrize("with_redis", [True, False], ids=["redis", "local-only"])
+def test_failed_early_refresh_keeps_the_unexpired_value(redis_url: str, namespace: str, with_redis: bool) -> None:
+    """XFetch picks a caller to refresh a value *before* it expires; if the upstream
+    fails then, that caller gets the still-valid value, not the upstream's exception
+    (even without stale_if_error: nothing stale is served)."""
+    cache = Cache(redis_url if with_redis else None, namespace=namespace, beta=5, coherence=False)
+    upstream = Flaky()
+
+    @cache.cached(ttl=1.0, key="e:{x}")
+    def fn(x: int) -> dict[str, Any]:
+        time.sleep(0.05)
+        return upstream(x)
+
+    assert fn(1) == value_of(1)
+    t0 = time.monotonic()
+    upstream.failing = True
+    while time.monotonic() - t0 < 0.7:  # well inside the value's ttl
+        assert fn(1) == value_of(1)
+        time.sleep(0.005)
+    s = fn.stats()
+    assert s["compute_errors"] >= 1, "XFetch never tried an early refresh"
+    assert s["stale_served"] == 0
+    time.sleep(0.4)  # now it has expired: with no stale_if_error the error goes through
+    with pytest.raises(ConnectionError):
+        fn(1)
