@@ -259,8 +259,8 @@ def run_polling(env: Env) -> dict[str, Any]:
             return list(sim.seed_executions(n, running_fraction=1.0, spread=0.0))
         return [client.executions.create(workflows[i % len(workflows)]).id for i in range(n)]
 
-    pollers, polls, interval = (6, 100, 0.05) if env.quick else (12, 300, 0.05)
-    dashboards, views, view_interval = (2, 24, 0.2) if env.quick else (3, 60, 0.25)
+    pollers, polls, interval = (6, 70, 0.05) if env.quick else (12, 300, 0.05)
+    dashboards, views, view_interval = (2, 16, 0.2) if env.quick else (3, 60, 0.25)
     writes, write_interval = (3, 1.0) if env.quick else (12, 1.5)
     variants = ["no cache", "tutorial", "mistral_cache"]
     out: dict[str, Any] = {"watched": 24 + len(done), "pollers": pollers, "polls_each": polls,

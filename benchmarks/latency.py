@@ -36,7 +36,7 @@ def _ns() -> str:
 
 
 def _sizes(quick: bool) -> tuple[int, int, int]:
-    return (3000, 1000, 300) if quick else (20000, 5000, 2000)
+    return (2400, 900, 240) if quick else (20000, 5000, 2000)
 
 
 def _store(rows: list[dict[str, Any]], lib: str, path: str, samples: list[float], kind: str) -> None:

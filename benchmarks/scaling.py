@@ -1,7 +1,7 @@
 """Scenario 4: scaling. Throughput of cached reads with 1, 2, 4 and 8 processes sharing
 one Redis: this library's Redis-hit path (local tier off, so every read is a round trip)
 and its two-tier path (local hits after the first read), against bare redis-py GET +
-json.loads. Keys are warm; each process reads a spread of 256 keys for a fixed time."""
+json.loads. Keys are warm; each process reads a spread of 64 keys for a fixed time."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .common import Env, mp_context
 
 NAME = "scaling"
 TITLE = "Scaling: cached reads, processes sharing one Redis"
-KEYS = 256
+KEYS = 64
 VARIANTS = ["mistral_cache redis hit", "mistral_cache two-tier", "redis-py GET+json"]
 
 
@@ -23,7 +23,10 @@ def _value(i: int) -> dict[str, Any]:
     return {"id": i, "state": "SUCCESS", "workflow_name": f"wf_{i:04d}", "tags": ["bench"], "pad": "x" * 200}
 
 
-def _reader(variant: str, url: str, ns: str, seconds: float, ready: Any, go: Any, results: Any) -> None:
+def _reader(variant: str, url: str, ns: str, commands: Any, results: Any) -> None:
+    """A worker kept for every point of one variant: warms up once, then for each
+    ``(start_at, seconds)`` command reads from ``start_at`` for ``seconds``."""
+    cache: Any = None
     try:
         if variant == "redis-py GET+json":
             import redis
@@ -39,22 +42,32 @@ def _reader(variant: str, url: str, ns: str, seconds: float, ready: Any, go: Any
             read = cache.cached(ttl=600, key="k:{i}")(_value)
         for i in range(KEYS):
             read(i)  # warm: connections, and the local tier where there is one
-        ready.put(os.getpid())
-        go.wait()
-        n = 0
-        rng = random.Random(os.getpid())
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            for _ in range(50):
-                read(rng.randrange(KEYS))
-            n += 50
-        results.put({"reads": n, "seconds": seconds})
+        results.put({"ready": os.getpid()})
     except Exception as exc:  # noqa: BLE001
-        ready.put(os.getpid())
-        results.put({"reads": 0, "seconds": seconds, "error": f"{type(exc).__name__}: {exc}"})
+        results.put({"ready": os.getpid(), "error": f"{type(exc).__name__}: {exc}"})
+        return
+    rng = random.Random(os.getpid())
+    while True:
+        command = commands.get()
+        if command is None:
+            if cache is not None:
+                cache.close()
+            return
+        start_at, seconds = command
+        time.sleep(max(0.0, start_at - time.time()))
+        n = 0
+        try:
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                for _ in range(25):
+                    read(rng.randrange(KEYS))
+                n += 25
+            results.put({"reads": n})
+        except Exception as exc:  # noqa: BLE001
+            results.put({"reads": n, "error": f"{type(exc).__name__}: {exc}"})
 
 
-def measure(variant: str, url: str, procs: int, seconds: float) -> dict[str, Any]:
+def measure(variant: str, url: str, counts: list[int], seconds: float, env: Env, done: int, total: int) -> list[dict[str, Any]]:
     import redis
 
     ns = f"bench-scale-{os.getpid()}-{random.randrange(1 << 30)}"
@@ -63,32 +76,43 @@ def measure(variant: str, url: str, procs: int, seconds: float) -> dict[str, Any
         r.mset({f"{ns}:{i}": json.dumps(_value(i)) for i in range(KEYS)})
         r.close()
     ctx = mp_context()
-    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    kids = [ctx.Process(target=_reader, args=(variant, url, ns, seconds, ready, go, results), daemon=True)
-            for _ in range(procs)]
+    results = ctx.Queue()
+    queues = [ctx.Queue() for _ in range(max(counts))]
+    kids = [ctx.Process(target=_reader, args=(variant, url, ns, q, results), daemon=True) for q in queues]
     for k in kids:
         k.start()
-    for _ in kids:
-        ready.get(timeout=60)
-    go.set()
-    outs = [results.get(timeout=60 + seconds) for _ in kids]
-    for k in kids:
-        k.join(timeout=10)
-    reads = sum(o["reads"] for o in outs)
-    errors = [o["error"] for o in outs if "error" in o]
-    return {"variant": variant, "processes": procs, "reads": reads,
-            "reads_per_s": round(reads / seconds), "errors": errors[:2]}
+    errors = [m["error"] for m in (results.get(timeout=120) for _ in kids) if "error" in m]
+    rows = []
+    try:
+        for i, procs in enumerate(counts):
+            env.progress(f"{variant}, {procs} process(es)", done + i, total)
+            if errors:
+                rows.append({"variant": variant, "processes": procs, "reads": 0, "reads_per_s": 0, "errors": errors[:2]})
+                continue
+            start_at = time.time() + 0.05
+            for q in queues[:procs]:
+                q.put((start_at, seconds))
+            outs = [results.get(timeout=60 + seconds) for _ in range(procs)]
+            reads = sum(o["reads"] for o in outs)
+            rows.append({"variant": variant, "processes": procs, "reads": reads, "reads_per_s": round(reads / seconds),
+                         "errors": [o["error"] for o in outs if "error" in o][:2]})
+    finally:
+        for q in queues:
+            q.put(None)
+        for k in kids:
+            k.join(timeout=2)
+            if k.is_alive():
+                k.terminate()
+    return rows
 
 
 def run(env: Env) -> dict[str, Any]:
     counts = [1, 2, 4, 8]
-    seconds = 0.6 if env.quick else 5.0
-    rows = []
+    seconds = 0.5 if env.quick else 5.0
+    rows: list[dict[str, Any]] = []
     total = len(counts) * len(VARIANTS)
     for vi, variant in enumerate(VARIANTS):
-        for ci, procs in enumerate(counts):
-            env.progress(f"{variant}, {procs} process(es)", vi * len(counts) + ci, total)
-            rows.append(measure(variant, env.redis_url, procs, seconds))
+        rows += measure(variant, env.redis_url, counts, seconds, env, vi * len(counts), total)
     env.progress("scaling done", total, total)
     return {"rows": rows, "seconds_per_point": seconds, "cpus": os.cpu_count()}
 

@@ -136,6 +136,7 @@ def _child(lib: str, url: str, ns: str, threads: int, ready: Any, go: Any, resul
         errors.append(f"{type(exc).__name__}: {exc}")
         ready.put(os.getpid())
     results.put({"ends": ends, "errors": errors[:3], "n_errors": len(errors)})
+    os._exit(0)  # don't wait for the libraries' background threads (listeners, pools)
 
 
 def trial(lib: str, url: str, procs: int, threads: int) -> dict[str, Any]:
@@ -155,7 +156,9 @@ def trial(lib: str, url: str, procs: int, threads: int) -> dict[str, Any]:
     go.set()
     outs = [results.get(timeout=120) for _ in children]
     for c in children:
-        c.join(timeout=10)
+        c.join(timeout=2)
+        if c.is_alive():
+            c.terminate()
     ends = [e for o in outs for e in o["ends"]]
     calls = int(redis.Redis.from_url(url).get(f"{ns}:calls") or 0)
     return {
