@@ -54,13 +54,16 @@ Op = Callable[[Any], Any]
 
 # Conditional write: store only if the entry still holds the write id we read
 # before computing (an invalidation or a newer write replaces it, and then our
-# value, computed from older data, must not land); release our lock; announce.
+# value, computed from older data, must not land) or has expired meanwhile (an
+# invalidation leaves a tombstone that outlives any locked computation, so an
+# empty key means plain expiry: the RUNNING execution that was refreshed early
+# must still be replaced by its SUCCESS); release our lock; announce.
 _WRITE_LUA = f"""
 local cur = redis.call('GET', KEYS[1])
 local curid = ''
 if cur then curid = string.sub(cur, {WRITE_ID_OFFSET + 1}, {WRITE_ID_OFFSET + WRITE_ID_SIZE}) end
 local wrote = 0
-if ARGV[7] == '1' or curid == ARGV[1] then
+if ARGV[7] == '1' or not cur or curid == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   wrote = 1
 end
