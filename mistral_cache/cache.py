@@ -139,6 +139,8 @@ class Cache:
         self._engines: weakref.WeakSet[Engine] = weakref.WeakSet()
         self._init_lock = threading.Lock()
         self.stats_extra = Stats()
+        if self.local is not None:
+            _watch_forks(self)
 
     def __repr__(self) -> str:
         tiers = [t for t, on in (("local", self.local), ("redis", self.redis)) if on]
@@ -335,6 +337,17 @@ class Cache:
             }
         return out
 
+    def _after_fork(self) -> None:
+        """In a forked child no listener runs until the first call that reaches Redis, so
+        inherited local entries would miss every invalidation: drop them (and the
+        in-flight table, whose lock a parent thread may have held at the fork)."""
+        self.flights = SingleFlight()
+        if self.listener is not None:
+            self.listener.flights = self.flights
+        if self.local is not None:
+            self.local._lock = threading.Lock()
+            self.local.clear()
+
     def close(self) -> None:
         """Stop the listener and the refresh threads (the cache stays usable; they restart on demand)."""
         if self.listener is not None:
@@ -343,6 +356,23 @@ class Cache:
         if self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None
+
+
+_forkable: weakref.WeakSet[Cache] = weakref.WeakSet()
+_fork_hook = False
+
+
+def _watch_forks(cache: Cache) -> None:
+    global _fork_hook
+    _forkable.add(cache)
+    if not _fork_hook and hasattr(os, "register_at_fork"):
+        _fork_hook = True
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_forkable):
+        cache._after_fork()
 
 
 def _log_failure(future: Any) -> None:
