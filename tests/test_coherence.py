@@ -453,3 +453,39 @@ def test_no_joining_a_flight_older_than_the_invalidation(redis_url: str, namespa
     finally:
         a.close()
         b.close()
+
+
+# -- a forked child must not serve what it inherited without a listener -------
+
+_forked_fn: Any = None
+
+
+def _forked_child(q: Any) -> None:
+    time.sleep(0.3)  # the parent's invalidation happens meanwhile
+    q.put(_forked_fn("x"))
+
+
+def test_forked_child_does_not_serve_inherited_local_entries(redis_url: str, namespace: str) -> None:
+    """A child forked after the parent filled its local tier has no listener until its first call
+    that reaches Redis; an invalidation sent in between must still not leave it the old value."""
+    global _forked_fn
+    up = redis.Redis.from_url(redis_url)
+    cache = Cache(redis_url, namespace=namespace)
+    _forked_fn = cache.cached(ttl=300, key="f:{item}")(lambda item: int(up.get(f"up:{namespace}") or 0))
+    try:
+        _forked_fn("x")
+        assert cache.listener is not None and cache.listener.connected.wait(5)
+        _forked_fn("x")
+        assert _forked_fn("x") == 0 and len(cache.local or ()) == 1
+        ctx = mp.get_context("fork")
+        q = ctx.Queue()
+        p = ctx.Process(target=_forked_child, args=(q,))
+        p.start()
+        time.sleep(0.05)
+        up.incr(f"up:{namespace}")
+        _forked_fn.invalidate("x")
+        assert q.get(timeout=10) == 1
+        p.join(5)
+    finally:
+        cache.close()
+        up.close()
