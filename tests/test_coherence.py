@@ -262,6 +262,15 @@ def test_clear_across_processes(spawn: Any, redis_url: str) -> None:
 
 # -- 3. faults: the listener's connection killed; Redis restarted ---------
 
+def _close_all(caches: list[Cache]) -> None:
+    """Close at once: each close waits up to a second for its listener thread."""
+    threads = [threading.Thread(target=c.close) for c in caches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+
+
 def _wait(pred: Any, timeout: float = DEADLINE, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -407,8 +416,7 @@ def test_random_interleavings_never_stale_beyond_bound(redis_url: str, namespace
                   f"median={statistics.median(lags) * 1000 if lags else 0:.2f} ms")
     finally:
         stop.set()
-        for c in caches:
-            c.close()
+        _close_all(caches)
 
 
 # -- a computation in flight when the invalidation lands must not be joined --
@@ -451,8 +459,7 @@ def test_no_joining_a_flight_older_than_the_invalidation(redis_url: str, namespa
         t1.join(5)
         assert first == [0]  # t1 itself began before: its old value is allowed
     finally:
-        a.close()
-        b.close()
+        _close_all([a, b])
 
 
 # -- a forked child must not serve what it inherited without a listener -------
