@@ -349,11 +349,11 @@ class Engine:
             if token is not None and rt is not None:
                 yield _Redis(rt.release(lock_key, token), "unlock")
             if mode == "early":  # XFetch picked this caller to refresh a value that has not expired yet
-                fresh = current.value if current is not None else (
+                keep = current.value if current is not None else (
                     held.value if held is not None and cache.timer() < held.expires_at else NO_VALUE)
-                if fresh is not NO_VALUE:
+                if keep is not NO_VALUE:
                     log.warning("%s: early refresh failed, keeping the current value: %s: %s", self.name, type(exc).__name__, exc)
-                    return fresh
+                    return keep
             fallback = current.value if current is not None else stale
             if fallback is not NO_VALUE and self.stale_if_error and self.stale_on(exc):
                 stats.stale_served += 1
