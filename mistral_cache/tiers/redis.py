@@ -280,6 +280,29 @@ def redact(url: str) -> str:
     return url
 
 
+def _replay(first: BaseException, op: Op) -> Op:
+    """``op`` for a retry policy whose first attempt already happened and raised ``first``."""
+    pending = [first]
+
+    def again(client: Any) -> Any:
+        if pending:
+            raise pending.pop()
+        return op(client)
+
+    return again
+
+
+def _areplay(first: BaseException, op: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    pending = [first]
+
+    async def again(client: Any) -> Any:
+        if pending:
+            raise pending.pop()
+        return await op(client)
+
+    return again
+
+
 class Keyspace:
     """Where everything lives in Redis, under ``{prefix}:{namespace}:``.
 
@@ -393,7 +416,11 @@ class RedisTier:
         if not self.breaker.allow():
             return self._closed()
         try:
-            result = self._retry(op, self.client())
+            client = self.client()
+            try:
+                result = op(client)  # the common case, without tenacity's per-call bookkeeping
+            except (rex.RedisError, OSError) as first:
+                result = self._retry(_replay(first, op), client)  # the policy sees `first` as attempt 1
         except (rex.RedisError, OSError) as exc:
             return self._failed(exc, what)
         self.breaker.success()
@@ -403,12 +430,16 @@ class RedisTier:
         if not self.breaker.allow():
             return self._closed()
 
-        async def attempt() -> Any:
-            result = op(self.async_client())
+        async def attempt(c: Any) -> Any:
+            result = op(c)
             return await result if inspect.isawaitable(result) else result
 
         try:
-            result: Any = await self._aretry(attempt)
+            client = self.async_client()
+            try:
+                result: Any = await attempt(client)
+            except (rex.RedisError, OSError) as first:
+                result = await self._aretry(_areplay(first, attempt), client)
         except (rex.RedisError, OSError) as exc:
             return self._failed(exc, what)
         self.breaker.success()
