@@ -136,6 +136,8 @@ def _child(lib: str, url: str, ns: str, threads: int, ready: Any, go: Any, resul
         errors.append(f"{type(exc).__name__}: {exc}")
         ready.put(os.getpid())
     results.put({"ends": ends, "errors": errors[:3], "n_errors": len(errors)})
+    results.close()
+    results.join_thread()  # flushed to the parent before we leave
     os._exit(0)  # don't wait for the libraries' background threads (listeners, pools)
 
 
