@@ -62,7 +62,12 @@ def _reader(variant: str, url: str, ns: str, commands: Any, results: Any) -> Non
                 for _ in range(25):
                     read(rng.randrange(KEYS))
                 n += 25
-            results.put({"reads": n})
+            extra: dict[str, Any] = {}
+            if cache is not None:
+                st = cache.stats()
+                extra = {k: st.get(k) for k in ("local_hits", "redis_hits", "misses", "redis_errors")}
+                extra["breaker"] = (st.get("breaker") or {}).get("transitions")
+            results.put({"reads": n, "cache_stats": extra})
         except Exception as exc:  # noqa: BLE001
             results.put({"reads": n, "error": f"{type(exc).__name__}: {exc}"})
 
@@ -95,7 +100,8 @@ def measure(variant: str, url: str, counts: list[int], seconds: float, env: Env,
             outs = [results.get(timeout=60 + seconds) for _ in range(procs)]
             reads = sum(o["reads"] for o in outs)
             rows.append({"variant": variant, "processes": procs, "reads": reads, "reads_per_s": round(reads / seconds),
-                         "errors": [o["error"] for o in outs if "error" in o][:2]})
+                         "errors": [o["error"] for o in outs if "error" in o][:2],
+                         "cache_stats": [o.get("cache_stats") for o in outs if o.get("cache_stats")][:2]})
     finally:
         for q in queues:
             q.put(None)
