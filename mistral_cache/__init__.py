@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .adaptive import adaptive
 from .cache import Cache
 from .core import NO_VALUE
 from .exceptions import (
@@ -21,7 +22,7 @@ from .exceptions import (
 
 __all__ = [
     "NO_VALUE", "Cache", "CacheError", "ConfigurationError", "KeyBuildError", "LockTimeout",
-    "SerializationError", "TierUnavailable", "cached", "configure", "default_cache",
+    "SerializationError", "TierUnavailable", "adaptive", "cached", "configure", "default_cache",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
