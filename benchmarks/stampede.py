@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import random
 import threading
 import time
@@ -156,7 +157,16 @@ def trial(lib: str, url: str, procs: int, threads: int) -> dict[str, Any]:
     time.sleep(0.2)  # let every thread reach its start line
     t_go = time.time()
     go.set()
-    outs = [results.get(timeout=120) for _ in children]
+    outs: list[dict[str, Any]] = []
+    deadline = time.time() + 120
+    while len(outs) < len(children) and time.time() < deadline:
+        try:
+            outs.append(results.get(timeout=1))
+        except queue.Empty:
+            if not any(c.is_alive() for c in children):  # a child died without reporting: don't wait out the deadline
+                break
+    lost = len(children) - len(outs)
+    outs += [{"ends": [], "errors": ["worker process died without reporting"], "n_errors": threads}] * lost
     for c in children:
         c.join(timeout=2)
         if c.is_alive():
