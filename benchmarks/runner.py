@@ -14,7 +14,7 @@ from typing import Any
 
 from .common import PEERS, Env, have, machine, redis_version, versions
 
-SCENARIOS = ["latency", "hitrate", "stampede", "scaling"]
+SCENARIOS = ["latency", "hitrate", "stampede", "scaling", "adaptive"]
 """Scenario modules in ``benchmarks/``, in the order they run."""
 
 LIBS = ["mistral-cache", "redis", "cachetools", "tenacity", "python-mistralclient", "dogpile.cache",
