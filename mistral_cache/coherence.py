@@ -32,6 +32,8 @@ from .tiers.local import LocalTier
 log = logging.getLogger("mistral_cache.coherence")
 
 SEP = "\x1f"
+IDLE_PING = 5.0  # seconds without traffic before the listener PINGs
+PONG_TIMEOUT = 3.0  # seconds to wait for any reply before reconnecting (and flushing)
 
 
 def message(sender: str, kind: str, payload: str = "") -> str:
@@ -136,15 +138,21 @@ class Listener:
                 self.connected.set()
                 self._event("connected")
                 delay = 0.05
-                last_ping = time.monotonic()
+                last_seen = time.monotonic()
+                pinged_at: float | None = None
                 while not self._stop.is_set():
                     msg = pubsub.get_message(timeout=1.0)
+                    now = time.monotonic()
                     if msg is None:
-                        if time.monotonic() - last_ping > 5.0:  # notice a silently dead or frozen server
+                        # Notice a silently dead or frozen server: PING when idle, and
+                        # give up on the connection if nothing (not even PONG) comes back.
+                        if pinged_at is not None and now - pinged_at > PONG_TIMEOUT:
+                            raise ConnectionError(f"no reply to PING within {PONG_TIMEOUT}s")
+                        if pinged_at is None and now - last_seen > IDLE_PING:
                             pubsub.ping()
-                            last_ping = time.monotonic()
+                            pinged_at = now
                         continue
-                    last_ping = time.monotonic()
+                    last_seen, pinged_at = now, None
                     if msg.get("type") in ("message", "smessage"):
                         data = msg["data"]
                         kind = apply(self.local, data.decode() if isinstance(data, bytes) else data, self.sender, self.flights)
