@@ -208,36 +208,48 @@ class Cache:
         if self.redis is not None:
             yield _Redis(self.redis.bump_and_announce(counters, self.keyspace.channel, self.message(kind, payload)), "invalidate")
 
+    def _local_forget(self, key: str | None = None, tags: Sequence[str] = (), everything: bool = False) -> None:
+        if key is not None:
+            self.flights.forget(key)
+        else:
+            self.flights.forget_all()  # a computation in flight may depend on these tags
+        if self.local is not None:
+            if everything:
+                self.local.clear()
+            elif key is not None:
+                self.local.delete(key)
+            else:
+                self.local.delete_tags(tags)
+
+    def _invalidation(self, redis_flow: Flow | None, key: str | None = None, tags: Sequence[str] = (),
+                      everything: bool = False) -> Flow:
+        """Forget locally, change Redis, forget locally again: a read that began in
+        between may have refilled this process's local tier from the old Redis
+        state, and our own announcement is not delivered back to us."""
+        self._local_forget(key, tags, everything)
+        if self.redis is not None and redis_flow is not None:
+            yield from redis_flow
+            self._local_forget(key, tags, everything)
+
+    def key_invalidation(self, key: str) -> Flow:
+        return self._invalidation(self.invalidate_key_flow(key) if self.redis is not None else None, key=key)
+
     def _tags_flow(self, tags: Iterable[str]) -> Flow:
         tags = [t for t in tags]
         for t in tags:
             if not isinstance(t, str) or not t:
                 raise ConfigurationError(f"tags must be non-empty strings, got {t!r}")
-        self.flights.forget_all()  # a computation in flight may depend on these tags
-        if self.local is not None:
-            self.local.delete_tags(tags)
-        return self._bump_flow([self.keyspace.tag(t) for t in tags], "t", _coh.SEP.join(tags))
+        return self._invalidation(self._bump_flow([self.keyspace.tag(t) for t in tags], "t", _coh.SEP.join(tags)), tags=tags)
 
     def _clear_flow(self) -> Flow:
-        self.flights.forget_all()
-        if self.local is not None:
-            self.local.clear()
-        return self._bump_flow([self.keyspace.generation], "c", "")
+        return self._invalidation(self._bump_flow([self.keyspace.generation], "c", ""), everything=True)
 
     def invalidate(self, key: str) -> None:
         """Drop one entry by its full key (as ``fn.cache_key(...)`` returns it) everywhere."""
-        self.flights.forget(key)
-        if self.local is not None:
-            self.local.delete(key)
-        if self.redis is not None:
-            self._drive(self.invalidate_key_flow(key))
+        self._drive(self.key_invalidation(key))
 
     async def ainvalidate(self, key: str) -> None:
-        self.flights.forget(key)
-        if self.local is not None:
-            self.local.delete(key)
-        if self.redis is not None:
-            await self._adrive(self.invalidate_key_flow(key))
+        await self._adrive(self.key_invalidation(key))
 
     def invalidate_tags(self, *tags: str) -> None:
         """Every entry computed under one of these tags becomes a miss, in every process (O(1) per tag)."""

@@ -463,13 +463,8 @@ class Engine:
             self._fill(key, value, now, ttl, compute_time, tags, since, size)
 
     def invalidate_flow(self, key: str) -> Flow:
-        cache = self.cache
         self.stats.invalidations += 1
-        cache.flights.forget(key)
-        if self.local is not None:
-            self.local.delete(key)
-        if self.redis is not None:
-            yield from cache.invalidate_key_flow(key)
+        yield from self.cache.key_invalidation(key)
 
     # -- drivers ------------------------------------------------------------
     def call_sync(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
