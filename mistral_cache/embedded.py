@@ -211,7 +211,28 @@ def _registry() -> _Registry:
     return _Registry()
 
 
-class RedisServer:
+class _Managed:
+    """``with Server() as s:`` starts it and always stops it, for every launcher here."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RedisServer(_Managed):
     """One ``redis-server`` process on a loopback port, with no persistence.
 
     Also the fault injector for one node: :meth:`kill`, :meth:`restart`,
@@ -427,17 +448,6 @@ class RedisServer:
             raw: dict[str, Any] = conn.info(section)
         return {str(k): str(v) for k, v in raw.items()}
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 class _PortInUse(Exception):
     """Internal: the picked port was taken between picking and binding."""
@@ -472,7 +482,7 @@ def _stop_all(servers: Iterable[RedisServer]) -> None:
             server.stop()
 
 
-class RedisClusterServer:
+class RedisClusterServer(_Managed):
     """A real Redis Cluster on loopback: ``masters`` masters, each with replicas.
 
     Node timeout is 1 s so failover tests finish in seconds, and replicas
@@ -705,19 +715,8 @@ class RedisClusterServer:
 
         _wait_until(healed, timeout, self._describe)
 
-    def __enter__(self) -> Self:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class RedisSentinelServer:
+class RedisSentinelServer(_Managed):
     """A primary, one replica and three sentinels (quorum 2), ready to fail over.
 
     ``primary`` and ``replica`` follow the roles: after :meth:`wait_for_failover`
@@ -859,14 +858,3 @@ class RedisSentinelServer:
     def _is_master(self, addr: tuple[str, int]) -> bool:
         probe = RedisServer(addr[1], host=addr[0])
         return probe._info("replication").get("role") == "master"
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
