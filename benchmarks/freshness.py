@@ -30,7 +30,7 @@ from mistral_cache.adaptive import adaptive
 
 FIXED_REPORTED = (1.0, 10.0, 60.0, 300.0)
 FIXED_SWEEP = (1.0, 3.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
-TARGETS = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.2, 0.4, 0.6, 0.8)
+TARGETS = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9)
 PLOT_NAME = "freshness_frontier.png"
 
 

@@ -35,8 +35,23 @@ We pick ``T = x* / lam`` with ``f(x*) = target_staleness`` (so ``x*`` is about
 end of the window, ``-ln(1 - target)/lam``, would give, at the same stale-read
 fraction), then clamp it to ``[min_ttl, max_ttl]``.
 
+Reads are counted too. The read that misses is always fresh, so a key read
+``n = r * T`` times per window is stale on ``f(lam T) * n / (1 + n)`` of its reads;
+a sparsely read key may keep its value longer for the same per-read target. The
+read rate ``r`` is learnt without touching the hit path: the wait from an entry's
+expiry to the recompute that follows it is exponential with rate ``r`` for
+Poisson reads (periodic pollers make it look faster, which is the safe side;
+bursty readers make it look slower: ``read_aware=False`` for them).
+
+The prior. A new key of a function starts from what its siblings taught: once
+``family_prior`` keys have been checked, the prior's mean rate is the mean of their
+prior-free rates (Cho & Garcia-Molina's estimator on each key's own checks), and a
+young key's prior is re-based on it as it learns. Until then the configured
+``initial_ttl`` / ``prior_interval`` holds.
+
 State (``"ad"`` in the envelope meta: last hash, last check time, decayed
-exposure, a small histogram of changed intervals) lives in Redis, so every
+exposure, prior weight, a small histogram of changed intervals, the last TTL
+and the expiry-to-read waits) lives in Redis, so every
 process learns from every recompute; without Redis (or when the entry is gone)
 it falls back to a bounded in-process table. Nothing runs on a hit.
 """
@@ -90,6 +105,44 @@ def window_for(target: float) -> float:
         else:
             hi = mid
     return (lo + hi) / 2
+
+
+def read_stale_fraction(lam: float, reads: float, ttl: float) -> float:
+    """Fraction of a key's reads served stale: a window of ``ttl`` holds ``reads * ttl``
+    reads on average, after the one miss (always fresh) that filled it."""
+    n = reads * ttl
+    return stale_fraction(lam * ttl) * (n / (1 + n) if math.isfinite(n) else 1.0)
+
+
+def ttl_for(lam: float, reads: float, target: float, x: float, hi: float) -> float:
+    """The TTL whose stale-read fraction is ``target`` (at most ``hi``)."""
+    if lam <= 0:
+        return math.inf
+    ttl = x / lam  # exact for a key read densely; a sparser one can keep its value longer
+    if ttl >= hi or not math.isfinite(reads):
+        return ttl
+    if read_stale_fraction(lam, reads, hi) <= target:
+        return hi
+    return _solve(lam, reads, target, ttl, hi)
+
+
+def _solve(lam: float, reads: float, target: float, lo: float, hi: float) -> float:
+    for _ in range(60):
+        mid = math.sqrt(lo * hi)
+        if read_stale_fraction(lam, reads, mid) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi / lo < 1.0001:
+            break
+    return lo
+
+
+def read_rate_of(state: dict[str, Any]) -> float:
+    """Reads per second, from the waits between expiry and the next recompute
+    (exponential for Poisson reads); ``+1`` keeps the estimate high (conservative)."""
+    gs = state.get("gs") or 0.0
+    return (state.get("gn", 0.0) + 1) / gs if gs > 0 else math.inf
 
 
 def _phi(y: float) -> tuple[float, float]:
@@ -194,14 +247,14 @@ def _quantiles(values: list[float]) -> dict[str, float] | None:
 
 
 # -- the state kept in the envelope ------------------------------------------
-def new_state(prior_exposure: float) -> dict[str, Any]:
-    return {"h": None, "t": None, "u": 0.0, "p": prior_exposure, "c": {}, "n": 0.0, "k": 0.0, "r": None, "a": 0.0}
+def new_state() -> dict[str, Any]:
+    return {"h": None, "t": None, "u": 0.0, "w": 1.0, "c": {}, "n": 0.0, "k": 0.0, "r": None, "a": 0.0}
 
 
 def observe(state: dict[str, Any], changed: bool, elapsed: float, decay: float) -> None:
     """Fold one check into ``state`` in place, forgetting older ones by ``decay``."""
     state["u"] *= decay
-    state["p"] *= decay
+    state["w"] *= decay
     state["n"] = state["n"] * decay + 1
     state["k"] = state["k"] * decay + (1 if changed else 0)
     bins: dict[str, list[float]] = state["c"]
@@ -220,15 +273,29 @@ def observe(state: dict[str, Any], changed: bool, elapsed: float, decay: float) 
         state["u"] += elapsed
 
 
-def rate_of(state: dict[str, Any], a0: float) -> float:
+def rate_of(state: dict[str, Any], a0: float, prior_interval: float) -> float:
+    """``prior_interval`` is the prior's mean change interval *now* (the family's, once
+    learnt), weighted by how much of the key's own history has not yet replaced it."""
     changed = [(w, wt / w) for w, wt in state["c"].values() if w > 0]
-    return estimate_rate(a0, state["u"] + state["p"], changed, state.get("r"))
+    return estimate_rate(a0, state["u"] + state["w"] * a0 * prior_interval, changed, state.get("r"))
+
+
+def data_rate(state: dict[str, Any]) -> float:
+    """The key's rate from its own checks alone, no prior (Cho & Garcia-Molina's
+    ``-log((X + 0.5) / (n + 0.5))`` per mean check interval, ``X`` unchanged checks
+    of ``n``): what a key contributes to its family's prior."""
+    n, k = state["n"], state["k"]
+    span = state["u"] + sum(wt for _, wt in state["c"].values())
+    if n <= 0 or span <= 0:
+        return 0.0
+    return -math.log((n - k + 0.5) / (n + 0.5)) * n / span
 
 
 def _compact(state: dict[str, Any]) -> dict[str, Any]:
     out = dict(state)
-    for k in ("u", "p", "n", "k", "a"):
-        out[k] = float(f"{out[k]:.6g}")
+    for k in ("u", "w", "n", "k", "a", "gs", "gn", "T"):
+        if out.get(k) is not None and math.isfinite(out[k]):
+            out[k] = float(f"{out[k]:.6g}")
     out["c"] = {b: [float(f"{w:.5g}"), float(f"{wt:.6g}")] for b, (w, wt) in out["c"].items()}
     if out["r"] is not None:
         out["r"] = float(f"{out['r']:.6g}")
@@ -236,13 +303,26 @@ def _compact(state: dict[str, Any]) -> dict[str, Any]:
 
 
 class _FnStats:
-    __slots__ = ("observations", "changes", "moves", "keys")
+    __slots__ = ("observations", "changes", "moves", "keys", "learnt", "rate_sum")
 
     def __init__(self) -> None:
         self.observations = 0
         self.changes = 0
         self.moves = 0
         self.keys: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self.learnt: dict[str, float] = {}  # rate of each tracked key that has been checked at least once
+        self.rate_sum = 0.0
+
+    def forget(self, key: str) -> None:
+        self.rate_sum -= self.learnt.pop(key, 0.0)
+
+    def family_rate(self, min_keys: int) -> float | None:
+        """Mean rate over the family's checked keys, each from its own checks only
+        (prior-free, so the family prior does not feed on itself): the prior for a
+        new key. The mean (not the median) keeps a new key's expected stale-read
+        fraction near the target across the family, fast keys weighing as they should."""
+        n = len(self.learnt)
+        return max(self.rate_sum, 0.0) / n if n >= min_keys else None
 
 
 class _AdaptiveStats(Stats):
@@ -281,6 +361,8 @@ class Adaptive:
         log_factor: float = 4.0,
         max_tracked: int = 10_000,
         hasher: Callable[[Any], str] = stable_hash,
+        read_aware: bool = True,
+        family_prior: int = 5,
     ) -> None:
         self.target = float(target_staleness)
         self.x = window_for(self.target)
@@ -303,6 +385,8 @@ class Adaptive:
         self.log_factor = log_factor
         self.max_tracked = max_tracked
         self.hasher = hasher
+        self.read_aware = read_aware
+        self.family_min = family_prior
         self._lock = threading.Lock()
         self._fns: dict[str, _FnStats] = {}
         self._local: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
@@ -312,10 +396,10 @@ class Adaptive:
                 f"prior_interval={self.prior_interval:.4g})")
 
     # -- the TTL arithmetic ---------------------------------------------------
-    def ttl_for_rate(self, lam: float, value: Any = None) -> float:
+    def ttl_for_rate(self, lam: float, value: Any = None, reads: float = math.inf) -> float:
         lo = _seconds(self.min_ttl, value, "min_ttl")
         hi = _seconds(self.max_ttl, value, "max_ttl")
-        ttl = self.x / lam if lam > 0 else math.inf
+        ttl = ttl_for(lam, reads, self.target, self.x, hi)
         return min(max(ttl, lo), hi)
 
     def __call__(self, value: Any) -> float:
@@ -340,17 +424,25 @@ class Adaptive:
         if not isinstance(state, dict) or "c" not in state:
             with self._lock:
                 local = self._local.get((name, key))
-            state = dict(local) if local is not None else new_state(self.a0 * self.prior_interval)
+            state = dict(local) if local is not None else new_state()
         else:
             state = dict(state)
+        state.setdefault("w", 1.0)
+        with self._lock:
+            fs = self._fns.get(name)
+            family = fs.family_rate(self.family_min) if fs is not None and self.family_min else None
         state["c"] = {b: list(v) for b, v in state["c"].items()}
         digest = self.hasher(value)
         changed = None
         if state["h"] is not None and state["t"] is not None and now > state["t"]:
             changed = digest != state["h"]
             observe(state, changed, now - state["t"], self.decay)
+        if state.get("T") is not None and state["t"] is not None and now >= state["t"] + state["T"]:
+            # The wait from expiry to the next recompute is a sample of the wait for the next read.
+            state["gs"] = state.get("gs", 0.0) * self.decay + (now - state["t"] - state["T"])
+            state["gn"] = state.get("gn", 0.0) * self.decay + 1
         state["h"], state["t"] = digest, now
-        lam = rate_of(state, self.a0)
+        lam = rate_of(state, self.a0, 1.0 / family if family else self.prior_interval)
         state["r"] = lam
         # Log against the rate last reported (not the last recompute's), so a
         # drift by a large factor is reported however gradual it was.
@@ -364,7 +456,8 @@ class Adaptive:
             if b is not None:
                 ttl = _seconds(b, value, "base")
         if ttl is None:
-            ttl = self.ttl_for_rate(lam, value)
+            ttl = self.ttl_for_rate(lam, value, read_rate_of(state) if self.read_aware else math.inf)
+        state["T"] = ttl
         retain = _seconds(self.retain if self.retain is not None else self.max_ttl, value, "retain")
         state = _compact(state)
         self._record(name, key, state, changed, anchor if moved else None, lam, ttl)
@@ -388,8 +481,12 @@ class Adaptive:
             fs.moves += moved
             fs.keys[key] = (1.0 / lam if lam > 0 else math.inf, ttl)
             fs.keys.move_to_end(key)
+            if state["n"] > 0:
+                fs.forget(key)
+                own = fs.learnt[key] = data_rate(state)
+                fs.rate_sum += own
             while len(fs.keys) > self.max_tracked:
-                fs.keys.popitem(last=False)
+                fs.forget(fs.keys.popitem(last=False)[0])
         if moved and old:
             log.info("%s: key %s: estimated change interval moved %.3gs -> %.3gs (ttl now %.3gs)",
                      name, key, 1 / old, 1 / lam if lam else math.inf, ttl)
