@@ -284,8 +284,8 @@ def data_rate(state: dict[str, Any]) -> float:
     """The key's rate from its own checks alone, no prior (Cho & Garcia-Molina's
     ``-log((X + 0.5) / (n + 0.5))`` per mean check interval, ``X`` unchanged checks
     of ``n``): what a key contributes to its family's prior."""
-    n, k = state["n"], state["k"]
-    span = state["u"] + sum(wt for _, wt in state["c"].values())
+    n, k = float(state["n"]), float(state["k"])
+    span = float(state["u"]) + sum(float(wt) for _, wt in state["c"].values())
     if n <= 0 or span <= 0:
         return 0.0
     return -math.log((n - k + 0.5) / (n + 0.5)) * n / span
