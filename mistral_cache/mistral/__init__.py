@@ -12,9 +12,9 @@ python-mistralclient is imported lazily, only when a client is built::
 from __future__ import annotations
 
 from .client import CachedManager, CachedMistralClient, default_retry, install_timeout, is_transient, scope_of
-from .policies import DEFAULT_POLICIES, make_policies, ttl_for
+from .policies import DEFAULT_POLICIES, adaptive_state_ttl, make_policies, resource_ttl, ttl_for
 
 __all__ = [
-    "DEFAULT_POLICIES", "CachedManager", "CachedMistralClient", "default_retry", "install_timeout",
-    "is_transient", "make_policies", "scope_of", "ttl_for",
+    "DEFAULT_POLICIES", "CachedManager", "CachedMistralClient", "adaptive_state_ttl", "default_retry", "install_timeout",
+    "is_transient", "make_policies", "resource_ttl", "scope_of", "ttl_for",
 ]

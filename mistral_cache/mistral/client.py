@@ -24,7 +24,7 @@ from typing import Any
 import tenacity
 
 from ..keys import encode_arg
-from .policies import STATEFUL, Policy, is_not_found, make_policies, not_found_marker, ttl_for
+from .policies import STATEFUL, Policy, is_not_found, make_policies, not_found_marker, resource_ttl
 
 log = logging.getLogger("mistral_cache.mistral")
 
@@ -376,7 +376,7 @@ class CachedManager:
         # the final SUCCESS of a polled execution reached the local tier but never Redis
         # (the early refresh's conditional write lost to the RUNNING entry's expiry?).
         cached = owner.cache.cached(
-            ttl=lambda value: ttl_for(resource, value, policies), key=key, tags=tags, retry=owner.retry,
+            ttl=resource_ttl(resource, policies), key=key, tags=tags, retry=owner.retry,
             early_refresh=False if resource in STATEFUL else None,
         )(fetch)
         self.cached_reads[method] = cached

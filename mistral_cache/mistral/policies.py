@@ -11,6 +11,13 @@ States (DESIGN.md section 5): SUCCESS (and SKIPPED for tasks) never change again
 ERROR and CANCELLED can go back to RUNNING (rerun); RUNNING, IDLE, PAUSED,
 WAITING, DELAYED change at any time. Definitions are kept long: their correctness
 comes from the invalidation the facade does on every write.
+
+A policy may also be a learning strategy (:func:`mistral_cache.adaptive.adaptive`),
+which keeps learning behind the facade; :func:`adaptive_state_ttl` composes one with
+the state rules (final states fixed, active ones learnt)::
+
+    CachedMistralClient(policies={"executions": adaptive_state_ttl(0.01),
+                                  "workflows": adaptive(0.01, max_ttl=86400)})
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import datetime as _dt
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from ..adaptive import Adaptive, adaptive
 
 #: The key of the marker dict cached in place of a 404.
 NOT_FOUND_KEY = "__mistral_cache_not_found__"
@@ -67,6 +76,28 @@ def state_ttl(
         return active
 
     return policy
+
+
+def adaptive_state_ttl(
+    target_staleness: float = 0.01,
+    final: frozenset[str] = FINAL_STATES,
+    *,
+    success: float = SUCCESS_TTL,
+    failed: float = FAILED_TTL,
+    min_ttl: float = 0.5,
+    max_ttl: float = 60.0,
+    **options: Any,
+) -> Adaptive:
+    """:func:`state_ttl` with the active states' TTL learnt, not fixed: a final or
+    failed state keeps its rule; a RUNNING (or lists of) resource gets the TTL its
+    function's observed change rate allows, within ``[min_ttl, max_ttl]``."""
+
+    def rule(data: Any) -> float | None:
+        state = data.get("state") if isinstance(data, Mapping) else None
+        return success if state in final else failed if state in FAILED_STATES else None
+
+    options.setdefault("initial_ttl", ACTIVE_TTL)
+    return adaptive(target_staleness, min_ttl, max_ttl, base=rule, **options)
 
 
 def fixed_ttl(seconds: float) -> Policy:
@@ -149,3 +180,34 @@ def ttl_for(resource: str, value: Any, table: Mapping[str, Policy] = DEFAULT_POL
             ttls.append(float(table["stateful_list"](value)))
         return min(ttls) if ttls else float(table["stateful_list"](value) if resource in STATEFUL else policy({}))
     return float(policy(value))
+
+
+class _LearningTTL:
+    """The TTL strategy of one read whose policy learns: 404 markers and the cap on
+    stateful lists keep their rules; everything else goes to the learner's hooks."""
+
+    def __init__(self, resource: str, table: Mapping[str, Policy]) -> None:
+        self.resource, self.table = resource, table
+        self.learner: Any = table[resource]
+
+    def __call__(self, value: Any) -> float:
+        return ttl_for(self.resource, value, self.table)
+
+    def bind(self, engine: Any) -> None:
+        self.learner.bind(engine)
+
+    def decide(self, value: Any, **context: Any) -> tuple[float, dict[str, Any], float]:
+        if is_not_found(value):
+            return float(self.table["not_found"](value)), {}, 0.0
+        ttl, extra, retain = self.learner.decide(value, **context)
+        if isinstance(value, list) and self.resource in STATEFUL:
+            ttl = min(ttl, float(self.table["stateful_list"](value)))
+        return float(ttl), extra, float(retain)
+
+
+def resource_ttl(resource: str, table: Mapping[str, Policy] = DEFAULT_POLICIES) -> Policy:
+    """The ``ttl=`` of one read of ``resource``: :func:`ttl_for` over ``table``, or
+    a strategy that keeps a learning policy (one with ``decide``) learning."""
+    if callable(getattr(table[resource], "decide", None)):
+        return _LearningTTL(resource, table)
+    return lambda value: ttl_for(resource, value, table)

@@ -5,6 +5,7 @@ read-after-write, state-following TTLs, negative caching, tenant isolation."""
 from __future__ import annotations
 
 import calendar
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,7 @@ from mistralclient.api.v2.executions import Execution
 from mistralclient.api.v2.workflows import Workflow
 
 from mistral_cache import Cache
+from mistral_cache.adaptive import adaptive
 from mistral_cache.mistral import CachedMistralClient, is_transient, policies
 
 FINAL = ("SUCCESS", "ERROR", "CANCELLED")
@@ -484,6 +486,50 @@ def test_policies():
     assert ttl("workflows", policies.not_found_marker(None), table) == 1.0
     with pytest.raises(ValueError):
         policies.make_policies(nonsense=1)
+
+
+def test_learning_policies_compose_with_the_state_rules():
+    pol = policies.adaptive_state_ttl(0.01, min_ttl=0.5, max_ttl=60)
+    table = policies.make_policies(executions=pol)
+    learn = policies.resource_ttl("executions", table)
+    assert learn.decide({"state": "SUCCESS"}, key="a", meta=None, now=0.0, name="f")[0] == policies.SUCCESS_TTL
+    assert learn.decide({"state": "ERROR"}, key="b", meta=None, now=0.0, name="f")[0] == policies.FAILED_TTL
+    assert learn.decide({"state": "RUNNING"}, key="c", meta=None, now=0.0, name="f")[0] == pytest.approx(policies.ACTIVE_TTL)
+    assert learn.decide(policies.not_found_marker("gone"), key="d", meta=None, now=0.0, name="f")[0] == policies.NOT_FOUND_TTL
+    rows = [{"state": "SUCCESS"}] * 3
+    assert learn.decide(rows, key="e", meta=None, now=0.0, name="f")[0] <= policies.STATEFUL_LIST_TTL
+    assert not hasattr(policies.resource_ttl("workflows", table), "decide")  # plain policies stay plain
+
+
+def test_adaptive_policy_keeps_learning_behind_the_facade(mistral_url, redis_url, namespace, upstream, raw, ns):
+    """A learning policy for workflow definitions, on a real server: every expiry
+    is a real GET whose unchanged answer lengthens the TTL; a write through the
+    facade still invalidates at once."""
+    now = [1000.0]
+    cache = Cache(redis_url, namespace=namespace, timer=lambda: now[0], early_refresh=False)
+    learner = adaptive(0.05, min_ttl=1, max_ttl=3600, initial_ttl=5)
+    facade = CachedMistralClient(upstream, cache=cache, policies={"workflows": learner})
+    name = f"wf_ad_{uuid.uuid4().hex[:8]}"
+    raw.workflows.create(workflow_definition(name), namespace=ns)
+    try:
+        ttls = []
+        for _ in range(8):
+            before = upstream.requests.total
+            assert facade.workflows.get(name, namespace=ns).name == name
+            assert upstream.requests.total == before + 1  # expired: one real GET
+            assert facade.workflows.get(name, namespace=ns).name == name
+            assert upstream.requests.total == before + 1  # then a hit
+            key = facade.workflows.cache_key("get", name, namespace=ns)
+            ttls.append(learner.estimate("mistral_cache.mistral.client.workflows.get", key)[1])
+            now[0] += ttls[-1] + 0.01
+        st = facade.workflows.cached_reads["get"].stats()["adaptive"]
+        assert st["observations"] == 7 and st["changes"] == 0
+        assert all(b > a for a, b in itertools.pairwise(ttls)), ttls  # unchanged checks lengthen it
+        facade.workflows.update(workflow_definition(name, description="second"), namespace=ns)
+        assert "second" in facade.workflows.get(name, namespace=ns).definition
+    finally:
+        raw.workflows.delete(name, namespace=ns)
+        cache.close()
 
 
 def test_transient_errors_are_the_retried_ones():
