@@ -28,10 +28,13 @@ from typing import Any
 from mistral_cache import Cache
 from mistral_cache.adaptive import adaptive
 
+from . import freshness_mistral
+
 FIXED_REPORTED = (1.0, 10.0, 60.0, 300.0)
 FIXED_SWEEP = (1.0, 3.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 TARGETS = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9)
 PLOT_NAME = "freshness_frontier.png"
+MISTRAL_PLOT_NAME = "freshness_mistral.png"
 
 
 class World:
@@ -97,7 +100,7 @@ def simulate(ttl: Any, *, n_keys: int, reads: int, read_rate: float, zipf_s: flo
     return out
 
 
-def run(quick: bool = True, out_dir: str | None = None) -> dict[str, Any]:
+def run(quick: bool = True, out_dir: str | None = None, mistral: bool = True) -> dict[str, Any]:
     n_keys, reads = (300, 60_000) if quick else (2_000, 600_000)
     params = dict(n_keys=n_keys, reads=reads, read_rate=20.0, zipf_s=1.0, seed=7)
     rows: dict[str, dict[str, Any]] = {}
@@ -110,9 +113,15 @@ def run(quick: bool = True, out_dir: str | None = None) -> dict[str, Any]:
     result["table"] = table(rows)
     result["dominated_fixed"] = dominance(rows)
     result["hit_path_us"] = {"fixed 60s": hit_cost(60.0), "adaptive 0.01": hit_cost(adaptive(0.01))}
+    if mistral:
+        m = result["mistral"] = freshness_mistral.run(quick)
+        m["dominated_fixed"] = dominance(m["policies"])
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         result["plot"] = plot(rows, os.path.join(out_dir, PLOT_NAME))
+        if mistral:
+            result["mistral"]["plot"] = plot(result["mistral"]["policies"], os.path.join(out_dir, MISTRAL_PLOT_NAME),
+                                             "Mistral polling workload: adaptive vs fixed TTL")
         with open(os.path.join(out_dir, "freshness.json"), "w") as fh:
             json.dump(result, fh, indent=2, default=str)
     return result
@@ -167,7 +176,8 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: dict[str, dict[str, Any]], path: str) -> str | None:
+def plot(rows: dict[str, dict[str, Any]], path: str,
+         title: str = "Freshness frontier: adaptive vs fixed TTL (Zipf reads, mixed change rates)") -> str | None:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -181,10 +191,13 @@ def plot(rows: dict[str, dict[str, Any]], path: str) -> str | None:
         for s, h, p in pts:
             ax.annotate(f"{p:g}{'s' if kind == 'fixed' else ''}", (max(s, 1e-5), h), fontsize=7,
                         textcoords="offset points", xytext=(4, -8))
+    for name, r in rows.items():
+        if r["kind"] == "other":
+            ax.plot([max(r["stale_fraction"], 1e-5)], [r["hit_rate"]], "D", label=name)
     ax.set_xscale("log")
     ax.set_xlabel("stale-read fraction (log)")
     ax.set_ylabel("hit rate (1 - upstream calls / reads)")
-    ax.set_title("Freshness frontier: adaptive vs fixed TTL (Zipf reads, mixed change rates)")
+    ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -198,12 +211,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--all", action="store_true", help="list every swept fixed TTL in the table")
+    ap.add_argument("--no-mistral", action="store_true", help="skip the Mistral polling workload")
     args = ap.parse_args(argv)
-    res = run(args.quick, args.out)
+    res = run(args.quick, args.out, mistral=not args.no_mistral)
     print(res["table"])
     print("adaptive frontier above fixed TTL:", res["dominated_fixed"])
     print("hit path (us/hit):", res["hit_path_us"])
     print("plot:", res.get("plot"))
+    if "mistral" in res:
+        m = res["mistral"]
+        print(freshness_mistral.table(m["policies"]))
+        print("Mistral: adaptive frontier above fixed TTL:", m["dominated_fixed"])
+        print("plot:", m.get("plot"))
     return 0
 
 
