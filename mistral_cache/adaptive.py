@@ -246,6 +246,47 @@ def _quantiles(values: list[float]) -> dict[str, float] | None:
     return {"p10": q(0.1), "p50": q(0.5), "p90": q(0.9), "min": s[0], "max": s[-1]}
 
 
+def histogram(values: list[float]) -> dict[str, int]:
+    """Half-octave bins (``floor(2 log2 v)``, ``"inf"`` for never): mergeable across processes."""
+    out: dict[str, int] = {}
+    for v in values:
+        b = "inf" if not math.isfinite(v) else str(math.floor(2 * math.log2(max(v, 1e-9))))
+        out[b] = out.get(b, 0) + 1
+    return out
+
+
+def histogram_quantiles(hist: dict[str, int]) -> dict[str, float] | None:
+    """p10/p50/p90 of a :func:`histogram` (each bin at its geometric midpoint)."""
+    bins = sorted(((math.inf if b == "inf" else 2 ** ((int(b) + 0.5) / 2), n) for b, n in hist.items() if n > 0))
+    total = sum(n for _, n in bins)
+    if not total:
+        return None
+    out = {}
+    for name, p in (("p10", 0.1), ("p50", 0.5), ("p90", 0.9)):
+        seen = 0
+        for value, n in bins:
+            seen += n
+            if seen >= p * total:
+                out[name] = value
+                break
+    return out
+
+
+def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One function's :meth:`Adaptive.stats` from several processes, combined."""
+    out: dict[str, Any] = {"processes": len(parts)}
+    for field in ("observations", "changes", "large_moves", "keys"):
+        out[field] = sum(int(p.get(field, 0)) for p in parts)
+    out["target_staleness"] = next((p["target_staleness"] for p in parts if "target_staleness" in p), None)
+    for what in ("change_interval", "ttl"):
+        merged: dict[str, int] = {}
+        for p in parts:
+            for b, n in p.get("histogram", {}).get(what, {}).items():
+                merged[b] = merged.get(b, 0) + int(n)
+        out[what] = histogram_quantiles(merged)
+    return out
+
+
 # -- the state kept in the envelope ------------------------------------------
 def new_state() -> dict[str, Any]:
     return {"h": None, "t": None, "u": 0.0, "w": 1.0, "c": {}, "n": 0.0, "k": 0.0, "r": None, "a": 0.0}
@@ -506,6 +547,7 @@ class Adaptive:
             out: dict[str, Any] = {}
             for n, fs in items:
                 intervals = [i for i, _ in fs.keys.values() if math.isfinite(i)]
+                ttls = [t for _, t in fs.keys.values()]
                 out[n] = {
                     "target_staleness": self.target,
                     "observations": fs.observations,
@@ -513,7 +555,9 @@ class Adaptive:
                     "large_moves": fs.moves,
                     "keys": len(fs.keys),
                     "change_interval": _quantiles(intervals),
-                    "ttl": _quantiles([t for _, t in fs.keys.values()]),
+                    "ttl": _quantiles(ttls),
+                    "histogram": {"change_interval": histogram([i for i, _ in fs.keys.values()]),
+                                  "ttl": histogram(ttls)},
                 }
         if name is not None:
             one: dict[str, Any] = out.get(name, {})

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as rex
 
+from .adaptive import _AdaptiveStats, merge_stats
 from .stats import COUNTERS, Histogram, Stats
 from .tiers.redis import FAILED, Keyspace, client_options, redact, sync_client_from_url, topology
 
@@ -80,6 +81,16 @@ def _decode_into(total: Stats, data: dict[str, Any]) -> None:
             total.latency[path].merge(h)
 
 
+def adaptive_stats(cache: Cache) -> dict[str, Any]:
+    """Per function with a learning TTL: what it learnt (see :meth:`Adaptive.stats`)."""
+    out = {}
+    for engine in list(cache._engines):
+        st = engine.stats
+        if isinstance(st, _AdaptiveStats):
+            out[engine.name] = st.policy.stats(st.fn_name)
+    return out
+
+
 def process_id(cache: Cache) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{cache.sender}"
 
@@ -90,6 +101,7 @@ def publish_stats(cache: Cache, *, ttl: float = 60.0) -> bool:
     if tier is None:
         return False
     snapshot = _encode(raw_stats(cache))
+    snapshot["adaptive"] = adaptive_stats(cache)
     snapshot["ts"] = time.time()
     snapshot["breaker"] = tier.breaker.state
     key, field, payload = stats_key(cache.keyspace), process_id(cache), json.dumps(snapshot, separators=(",", ":"))
@@ -137,6 +149,7 @@ def collect_stats(client: Any, namespace: str, *, max_age: float = 300.0) -> dic
     raw = client.hgetall(stats_key(Keyspace(namespace)))
     total = Stats()
     processes = []
+    learnt: dict[str, list[dict[str, Any]]] = {}
     for field, value in sorted(raw.items()):
         try:
             data = json.loads(value)
@@ -146,6 +159,8 @@ def collect_stats(client: Any, namespace: str, *, max_age: float = 300.0) -> dic
         if age > max_age:
             continue
         _decode_into(total, data)
+        for fn, part in (data.get("adaptive") or {}).items():
+            learnt.setdefault(fn, []).append(part)
         proc = Stats()
         _decode_into(proc, data)
         snap = proc.snapshot()
@@ -159,6 +174,7 @@ def collect_stats(client: Any, namespace: str, *, max_age: float = 300.0) -> dic
     out = total.snapshot()
     out["namespace"] = namespace
     out["processes"] = processes
+    out["adaptive"] = {fn: merge_stats(parts) for fn, parts in sorted(learnt.items())}
     return out
 
 
@@ -380,6 +396,13 @@ def _stats_cmd(args: argparse.Namespace) -> int:
             print(f"  {name:<14}{data[name]}")
         for path, s in data["latency"].items():
             print(f"  {path + ' latency':<22} p50 {_ms(s['p50'])}  p99 {_ms(s['p99'])}  (n={s['count']})")
+        for fn, ad in data["adaptive"].items():
+            print(f"  adaptive {fn}: target {ad['target_staleness']}, {ad['keys']} keys, "
+                  f"{ad['changes']}/{ad['observations']} checks saw a change, {ad['large_moves']} large moves")
+            for what in ("change_interval", "ttl"):
+                q = ad[what]
+                if q:
+                    print(f"    {what.replace('_', ' '):<16}p10 {q['p10']:.3g}s  p50 {q['p50']:.3g}s  p90 {q['p90']:.3g}s")
         for proc in data["processes"]:
             phr = proc["hit_rate"]
             print(f"  - {proc['process']}: {proc['lookups']} lookups, hit rate {'-' if phr is None else f'{phr:.1%}'}, "

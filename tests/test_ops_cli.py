@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from mistral_cache import Cache
+from mistral_cache.adaptive import adaptive
 from mistral_cache.ops import main, publish_stats, start_stats_publisher
 
 
@@ -65,6 +66,37 @@ def test_stats_aggregates_published_counters(redis_url: str, namespace: str, cac
     assert code == 0 and "2 processes publishing" in out and "60.0%" in out
     code, out = run(capsys, "stats", "--redis-url", redis_url, "--namespace", namespace + "-none")
     assert code == 1 and "0 processes" in out
+
+
+def test_stats_shows_what_adaptive_ttls_learnt(redis_url: str, namespace: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two processes' learning, merged per function: checks, changes, the change
+    interval and TTL distributions (from mergeable half-octave histograms)."""
+    now = [0.0]
+    caches = [Cache(redis_url, namespace=namespace, timer=lambda: now[0], early_refresh=False, coherence=False)
+              for _ in range(2)]
+    fns = []
+    for c in caches:
+        @c.cached(ttl=adaptive(0.05, min_ttl=1, max_ttl=1000, initial_ttl=10), key="k:{k}")
+        def learn(k: int) -> int:
+            return k  # never changes
+
+        fns.append(learn)
+    for step in range(6):
+        for i, fn in enumerate(fns):
+            for k in range(3):
+                fn(10 * i + k)
+        now[0] += 2000.0  # past any TTL: every read is a recompute that saw no change
+    for c in caches:
+        assert publish_stats(c)
+        c.close()
+    code, out = run(capsys, "stats", "--redis-url", redis_url, "--namespace", namespace, "--json")
+    assert code == 0
+    (name, ad), = json.loads(out)["adaptive"].items()
+    assert name.endswith("learn") and ad["processes"] == 2
+    assert (ad["keys"], ad["observations"], ad["changes"]) == (6, 30, 0)
+    assert ad["ttl"]["p50"] > 10 and ad["ttl"]["p90"] <= 1000 * 2 ** 0.25
+    code, out = run(capsys, "stats", "--redis-url", redis_url, "--namespace", namespace)
+    assert code == 0 and "adaptive" in out and "0/30 checks saw a change" in out and "ttl" in out
 
 
 def test_invalidate_key_tag_and_namespace(redis_url: str, namespace: str, cache: Cache, capsys: pytest.CaptureFixture[str]) -> None:
