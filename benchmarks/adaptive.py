@@ -30,7 +30,9 @@ def tables(result: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
     out = [(head, _rows(result["policies"], result.get("dominated_fixed", {})))]
     if "mistral" in result:
         m = result["mistral"]
-        out.append((["Mistral polling: " + head[0], *head[1:]], _rows(m["policies"], m.get("dominated_fixed", {}))))
+        beaten = {name: m["dominated_fixed"].get(name, False) or m["dominated_fixed_by_state_rules_adaptive"].get(name, False)
+                  for name in m.get("dominated_fixed", {})}
+        out.append((["Mistral polling: " + head[0], *head[1:]], _rows(m["policies"], beaten)))
     return out
 
 

@@ -116,6 +116,7 @@ def run(quick: bool = True, out_dir: str | None = None, mistral: bool = True) ->
     if mistral:
         m = result["mistral"] = freshness_mistral.run(quick)
         m["dominated_fixed"] = dominance(m["policies"])
+        m["dominated_fixed_by_state_rules_adaptive"] = dominance(m["policies"], "state rules + adaptive")
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         result["plot"] = plot(rows, os.path.join(out_dir, PLOT_NAME))
@@ -145,10 +146,10 @@ def hit_cost(ttl: Any, n: int = 50_000) -> float:
     return round(best, 3)
 
 
-def dominance(rows: dict[str, dict[str, Any]]) -> dict[str, bool]:
-    """Per fixed TTL: does the adaptive frontier (linear between targets) reach a
+def dominance(rows: dict[str, dict[str, Any]], kind: str = "adaptive") -> dict[str, bool]:
+    """Per fixed TTL: does the ``kind`` frontier (linear between targets) reach a
     higher hit rate at that fixed TTL's stale fraction?"""
-    pts = sorted((r["stale_fraction"], r["hit_rate"]) for r in rows.values() if r["kind"] == "adaptive")
+    pts = sorted((r["stale_fraction"], r["hit_rate"]) for r in rows.values() if r["kind"] == kind)
     out = {}
     for name, r in rows.items():
         if r["kind"] != "fixed":
@@ -185,14 +186,14 @@ def plot(rows: dict[str, dict[str, Any]], path: str,
     except ImportError:  # pragma: no cover
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for kind, style in (("fixed", "o-"), ("adaptive", "s-")):
+    for kind, style in (("fixed", "o-"), ("adaptive", "s-"), ("state rules + adaptive", "^-")):
         pts = sorted((r["stale_fraction"], r["hit_rate"], r["param"]) for r in rows.values() if r["kind"] == kind)
         ax.plot([max(p[0], 1e-5) for p in pts], [p[1] for p in pts], style, label=f"{kind} TTL")
         for s, h, p in pts:
             ax.annotate(f"{p:g}{'s' if kind == 'fixed' else ''}", (max(s, 1e-5), h), fontsize=7,
                         textcoords="offset points", xytext=(4, -8))
     for name, r in rows.items():
-        if r["kind"] == "other":
+        if r["kind"] == "state rules (default)":
             ax.plot([max(r["stale_fraction"], 1e-5)], [r["hit_rate"]], "D", label=name)
     ax.set_xscale("log")
     ax.set_xlabel("stale-read fraction (log)")
@@ -222,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         m = res["mistral"]
         print(freshness_mistral.table(m["policies"]))
         print("Mistral: adaptive frontier above fixed TTL:", m["dominated_fixed"])
+        print("Mistral: state rules + adaptive frontier above fixed TTL:", m["dominated_fixed_by_state_rules_adaptive"])
         print("plot:", m.get("plot"))
     return 0
 

@@ -46,9 +46,13 @@ def _learnt(target: float) -> dict[str, Any]:
 
 
 def _state_learnt(target: float) -> dict[str, Any]:
+    """Final and failed states keep their rules; RUNNING resources, lists and
+    definitions learn. The bounds are as wide as the fixed TTLs compared, so the
+    target alone decides (a deployment would keep adaptive_state_ttl's 60 s cap)."""
     return {
-        "executions": adaptive_state_ttl(target),
-        "tasks": adaptive_state_ttl(target, policies.FINAL_TASK_STATES),
+        "executions": adaptive_state_ttl(target, max_ttl=3600.0),
+        "tasks": adaptive_state_ttl(target, policies.FINAL_TASK_STATES, max_ttl=3600.0),
+        "stateful_list": adaptive(target, min_ttl=0.5, max_ttl=3600.0, initial_ttl=2.0),
         "workflows": adaptive(target, min_ttl=1.0, max_ttl=24 * 3600.0, initial_ttl=60.0),
     }
 
@@ -67,7 +71,12 @@ POLICIES: dict[str, Callable[[], dict[str, Any] | None]] = {
     "adaptive 0.1": lambda: _learnt(0.1),
     "adaptive 0.3": lambda: _learnt(0.3),
     "adaptive 0.6": lambda: _learnt(0.6),
+    "state rules + adaptive 0.001": lambda: _state_learnt(0.001),
     "state rules + adaptive 0.01": lambda: _state_learnt(0.01),
+    "state rules + adaptive 0.03": lambda: _state_learnt(0.03),
+    "state rules + adaptive 0.1": lambda: _state_learnt(0.1),
+    "state rules + adaptive 0.3": lambda: _state_learnt(0.3),
+    "state rules + adaptive 0.6": lambda: _state_learnt(0.6),
 }
 
 
@@ -175,10 +184,10 @@ def run(quick: bool = True, seed: int = 11) -> dict[str, Any]:
     for name, make in POLICIES.items():
         kind, _, param = name.rpartition(" ")
         row = simulate(make(), **params)  # type: ignore[arg-type]
-        if kind in ("fixed", "adaptive"):
+        if kind in ("fixed", "adaptive", "state rules + adaptive"):
             row |= {"kind": kind, "param": float(param.rstrip("s"))}
         else:
-            row |= {"kind": "other", "param": name}
+            row |= {"kind": name, "param": name}
         rows[name] = row
     return {"params": params, "policies": rows}
 

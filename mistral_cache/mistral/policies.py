@@ -200,8 +200,9 @@ class _LearningTTL:
         if is_not_found(value):
             return float(self.table["not_found"](value)), {}, 0.0
         ttl, extra, retain = self.learner.decide(value, **context)
-        if isinstance(value, list) and self.resource in STATEFUL:
-            ttl = min(ttl, float(self.table["stateful_list"](value)))
+        cap = self.table["stateful_list"]
+        if isinstance(value, list) and self.resource in STATEFUL and not hasattr(cap, "decide"):
+            ttl = min(ttl, float(cap(value)))  # a learning cap would only give its prior here: lists learn their own
         return float(ttl), extra, float(retain)
 
 
