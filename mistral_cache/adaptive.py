@@ -47,7 +47,10 @@ The prior. A new key of a function starts from what its siblings taught: once
 ``family_prior`` keys have been checked, the prior's mean rate is the mean of their
 prior-free rates (Cho & Garcia-Molina's estimator on each key's own checks), and a
 young key's prior is re-based on it as it learns. Until then the configured
-``initial_ttl`` / ``prior_interval`` holds.
+``initial_ttl`` / ``prior_interval`` holds. (The family prior is per process, learnt
+from the recomputes it makes; the per-key state is shared through Redis. Waits are
+measured across processes' clocks, so skew between hosts shows up as read-rate error
+on sub-second TTLs.)
 
 State (``"ad"`` in the envelope meta: last hash, last check time, decayed
 exposure, prior weight, a small histogram of changed intervals, the last TTL
