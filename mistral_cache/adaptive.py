@@ -117,7 +117,7 @@ def read_stale_fraction(lam: float, reads: float, ttl: float) -> float:
     return stale_fraction(lam * ttl) * (n / (1 + n) if math.isfinite(n) else 1.0)
 
 
-def ttl_for(lam: float, reads: float, target: float, x: float, hi: float) -> float:
+def ttl_for_target(lam: float, reads: float, target: float, x: float, hi: float) -> float:
     """The TTL whose stale-read fraction is ``target`` (at most ``hi``)."""
     if lam <= 0:
         return math.inf
@@ -443,7 +443,7 @@ class Adaptive:
     def ttl_for_rate(self, lam: float, value: Any = None, reads: float = math.inf) -> float:
         lo = _seconds(self.min_ttl, value, "min_ttl")
         hi = _seconds(self.max_ttl, value, "max_ttl")
-        ttl = ttl_for(lam, reads, self.target, self.x, hi)
+        ttl = ttl_for_target(lam, reads, self.target, self.x, hi)
         return min(max(ttl, lo), hi)
 
     def __call__(self, value: Any) -> float:
