@@ -303,6 +303,36 @@ def test_local_only_cache_learns_and_reports_stats() -> None:
     assert "adaptive" in cache.stats()["functions"][f.engine.name]  # type: ignore[attr-defined]
 
 
+async def test_coroutines_learn_through_the_same_core(redis_url: str, namespace: str) -> None:
+    """async def functions share the core flow: the policy learns from their
+    recomputes too (state through the real Redis envelope), and shortens the TTL
+    once the value starts changing."""
+    clock = Clock()
+    cache = Cache(redis_url, namespace=namespace, timer=clock, early_refresh=False, coherence=False)
+    pol = adaptive(0.05, min_ttl=0.01, max_ttl=3600, initial_ttl=10)
+    version = [0]
+
+    @cache.cached(ttl=pol)
+    async def f(k: str) -> int:
+        return version[0]
+
+    try:
+        for _ in range(30):
+            await f("a")
+            clock.now += pol.estimate(f.engine.name, f.cache_key("a"))[1] + 0.001  # type: ignore[attr-defined,index]
+        calm = pol.estimate(f.engine.name, f.cache_key("a"))[1]  # type: ignore[attr-defined,index]
+        for _ in range(30):
+            version[0] += 1  # now it changes before every check
+            await f("a")
+            clock.now += pol.estimate(f.engine.name, f.cache_key("a"))[1] + 0.001  # type: ignore[attr-defined,index]
+        busy = pol.estimate(f.engine.name, f.cache_key("a"))[1]  # type: ignore[attr-defined,index]
+        s = f.stats()["adaptive"]  # type: ignore[attr-defined]
+        assert s["observations"] == 59 and s["changes"] == 30
+        assert calm > 10 * 10 and busy < calm / 10
+    finally:
+        cache.close()
+
+
 def test_redis_backed_cache_shares_learning_across_processes(redis_url: str, namespace: str) -> None:
     """Two Cache objects (two "processes") share one Redis; the change-rate state
     rides in the envelope meta, so each learns from the other's recomputes."""
