@@ -109,11 +109,17 @@ class LocalTier:
         data, order = self._fast
         if data is None:
             return self.get(key)
-        with self._lock:
-            entry: LocalEntry | None = data.get(key)
-            if entry is not None:
+        # No lock: both calls are single C-level operations on a dict and an
+        # OrderedDict of str keys. A key removed between them raises KeyError,
+        # which only means the LRU touch came too late; the entry read is the
+        # one a locked read at that instant would have returned.
+        entry: LocalEntry | None = data.get(key)
+        if entry is not None:
+            try:
                 order.move_to_end(key)
-            return entry
+            except KeyError:
+                pass
+        return entry
 
     def begin(self) -> int:
         """A token to pass to :meth:`put`: a put is dropped if the key was invalidated since."""
