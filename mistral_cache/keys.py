@@ -124,6 +124,24 @@ def template_fields(template: str) -> set[str]:
     return names
 
 
+def positional_template(template: str, names: tuple[str, ...]) -> str | None:
+    """``template`` with each parameter name replaced by its position (``{a.b}`` ->
+    ``{0.b}``), so the hot path can call ``str.format(*args)`` without building a
+    dict; None when a field is too clever to rewrite safely (nested in a spec)."""
+    index = {n: i for i, n in enumerate(names)}
+    out = []
+    for literal, field, spec, conversion in string.Formatter().parse(template):
+        out.append(literal.replace("{", "{{").replace("}", "}}"))
+        if field is None:
+            continue
+        head = field.split(".", 1)[0].split("[", 1)[0]
+        if head not in index or (spec and "{" in spec):
+            return None
+        out.append("{" + str(index[head]) + field[len(head):] + ("!" + conversion if conversion else "")
+                   + (":" + spec if spec else "") + "}")
+    return "".join(out)
+
+
 class KeyBuilder:
     """Builds the key of one call to ``fn`` from a template, a callable or the default.
 
@@ -171,13 +189,16 @@ class KeyBuilder:
             return general
         count = len(binder.names)
         if self._template is not None:
-            template, names = self._template, binder._positional
+            positional = positional_template(self._template, tuple(binder._positional))
+            if positional is None:
+                return general
+            fill = positional.format
 
             def build_template(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
                 if kwargs or len(args) != count:
                     return general(args, kwargs)
                 try:
-                    key = template.format_map(dict(zip(names, args)))
+                    key = fill(*args)
                 except Exception:
                     return general(args, kwargs)  # raises KeyBuildError with the details
                 return key if len(key) <= MAX_KEY_LENGTH else shorten(key)

@@ -48,6 +48,24 @@ def test_default_key_is_stable_across_call_styles() -> None:
         kb((), {"nope": 1})
 
 
+class _Obj:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.items = [name, name * 2]
+
+
+@given(st.text(), st.integers(), st.text(max_size=300))
+def test_compiled_template_builds_the_same_key_as_the_general_path(a: str, b: int, c: str) -> None:
+    """The hot path rewrites templates to positional fields; it must agree with
+    the binding path for attribute, index, conversion, spec and escaped braces."""
+    def get(x: str, n: int, obj: _Obj) -> None: ...
+
+    for template in ("k:{x}", "{x}|{n:>5}|{obj.name!r}|{obj.items[1]}|{{lit}}", "{n}{n}{x!s}"):
+        kb = KeyBuilder(get, template)
+        params = (a, b, _Obj(c))
+        assert kb.build(params, {}) == kb(params, {}) == kb((), {"x": a, "n": b, "obj": params[2]})
+
+
 # integers within msgpack's 64-bit range: beyond it msgpack refuses (a clear SerializationError)
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False, allow_infinity=False), st.text()),
