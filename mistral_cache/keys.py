@@ -207,16 +207,28 @@ class KeyBuilder:
         if self.exclude:
             return general
         head = self.fn_name + "("
+        if count == 1:
+
+            def build_one(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+                if kwargs or len(args) != 1:
+                    return general(args, kwargs)
+                a = args[0]
+                if type(a) in _FAST:
+                    key = f"{head}{a!r})"
+                else:
+                    try:
+                        key = head + encode_arg(a) + ")"
+                    except TypeError:
+                        return general(args, kwargs)  # raises KeyBuildError naming the argument
+                return key if len(key) <= MAX_KEY_LENGTH else shorten(key)
+
+            return build_one
 
         def build_default(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
             if kwargs or len(args) != count:
                 return general(args, kwargs)
             try:
-                if count == 1:
-                    a = args[0]
-                    key = head + (repr(a) if type(a) in _FAST else encode_arg(a)) + ")"
-                else:
-                    key = head + ",".join([repr(a) if type(a) in _FAST else encode_arg(a) for a in args]) + ")"
+                key = head + ",".join([repr(a) if type(a) in _FAST else encode_arg(a) for a in args]) + ")"
             except TypeError:
                 return general(args, kwargs)  # raises KeyBuildError naming the argument
             return key if len(key) <= MAX_KEY_LENGTH else shorten(key)

@@ -66,6 +66,17 @@ def test_compiled_template_builds_the_same_key_as_the_general_path(a: str, b: in
         assert kb.build(params, {}) == kb(params, {}) == kb((), {"x": a, "n": b, "obj": params[2]})
 
 
+@given(scalars, scalars)
+def test_compiled_default_key_matches_the_general_path(a: object, b: object) -> None:
+    def one(x: object) -> None: ...
+
+    def two(x: object, y: object) -> None: ...
+
+    k1, k2 = KeyBuilder(one), KeyBuilder(two)
+    assert k1.build((a,), {}) == k1((a,), {}) == k1((), {"x": a})
+    assert k2.build((a, b), {}) == k2((a, b), {})
+
+
 # integers within msgpack's 64-bit range: beyond it msgpack refuses (a clear SerializationError)
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False, allow_infinity=False), st.text()),
