@@ -287,7 +287,16 @@ class Engine:
 
         if rt is not None:
             cache.ensure_listener()
-            res = yield _Redis(rt.read([entry_key, *gen_keys]), "read")
+            locked = False
+            if self.lock and mode == "miss":
+                token = os.urandom(16)
+                res = yield _Redis(rt.read_or_acquire(lock_key, token, int(o.lock_timeout * 1000), [entry_key, *gen_keys]), "read")
+                if res is not FAILED:
+                    locked, res = res[0] == 1, res[1:]
+                if not locked:
+                    token = None
+            else:
+                res = yield _Redis(rt.read([entry_key, *gen_keys]), "read")
             if res is not FAILED:
                 raw, gens = res[0], _gens(res[1:])
                 expected = _write_id(raw)
@@ -313,7 +322,7 @@ class Engine:
                     ))
                     return current.value if current is not None else held.value if held is not None else stale
 
-                if self.lock and mode != "refresh":
+                if self.lock and mode != "refresh" and not locked:
                     token = os.urandom(16)
                     acq = yield _Redis(rt.acquire(lock_key, token, int(o.lock_timeout * 1000), [entry_key, *gen_keys]), "lock")
                     if acq is FAILED:

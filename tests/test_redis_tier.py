@@ -116,3 +116,43 @@ def test_oversized_values_are_served_not_cached(redis_url: str, namespace: str) 
     assert big(1000) == "x" * 1000
     assert calls == [1000, 1000] and big.stats()["rejected"] == 2
     cache.close()
+
+
+class _Counting(redis.Connection):
+    """Counts what is sent: one send is one round trip (a pipeline is one send)."""
+
+    sends = 0
+
+    def send_packed_command(self, command: object, check_health: bool = True) -> None:
+        type(self).sends += 1
+        super().send_packed_command(command, check_health)  # type: ignore[arg-type]
+
+
+def test_round_trips_per_path(redis_url: str, namespace: str) -> None:
+    """DESIGN: a Redis hit is one round trip, a miss at most two (with the lock):
+    the first read takes the lock in the same script when the entry is absent."""
+    pool = redis.ConnectionPool.from_url(redis_url, connection_class=_Counting)
+    caches = [Cache(redis=redis.Redis(connection_pool=pool), namespace=namespace, coherence=False) for _ in range(2)]
+    fns = []
+    for c in caches:
+        @c.cached(ttl=60, key="rt:{x}")
+        def f(x: int) -> int:
+            return x * 2
+
+        fns.append(f)
+    try:
+        fns[0](0)  # load the scripts once
+        for x in range(1, 4):
+            before = _Counting.sends
+            assert fns[0](x) == 2 * x  # cold miss: read-or-lock, then write-and-release
+            assert _Counting.sends - before == 2
+            before = _Counting.sends
+            assert fns[1](x) == 2 * x  # the other cache: a Redis hit
+            assert _Counting.sends - before == 1
+            before = _Counting.sends
+            assert fns[0](x) == 2 * x  # local hit
+            assert _Counting.sends == before
+        assert fns[0].stats()["misses"] == 4 and fns[1].stats()["redis_hits"] == 3  # type: ignore[attr-defined]
+    finally:
+        for c in caches:
+            c.close()

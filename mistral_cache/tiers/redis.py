@@ -82,6 +82,20 @@ return out
 """
 
 
+# The first read of a miss: the entry, and only if there is none, the lock, then
+# the generations. A cold miss is then two round trips (this, and the write).
+_READ_OR_ACQUIRE_LUA = """
+local entry = redis.call('GET', KEYS[2])
+local got = 0
+if not entry then
+  got = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+end
+local out = {got, entry}
+for i = 3, #KEYS do out[#out + 1] = redis.call('GET', KEYS[i]) end
+return out
+"""
+
+
 def client_options(socket_timeout: float, connect_timeout: float) -> dict[str, Any]:
     """redis-py's own retries are switched off: ours (bounded, breaker-aware) apply."""
     return {
@@ -458,6 +472,18 @@ class RedisTier:
             if isinstance(c, redis.cluster.RedisCluster):
                 return _cluster_mget(c, keys)
             return c.mget_nonatomic(keys) if is_cluster(c) else c.mget(keys)
+
+        return op
+
+    def read_or_acquire(self, lock_key: str, token: bytes, timeout_ms: int, keys: Sequence[str]) -> Op:
+        """:meth:`read`, taking the lock in the same round trip when the entry is
+        absent: ``[got, entry, *generations]``. On a cluster (the generations live
+        in other slots) it is a plain read with ``got`` 0."""
+
+        def op(c: Any) -> Any:
+            if is_cluster(c):
+                return _then(self.read(keys)(c), lambda res: [0, *res])
+            return self.script(c, _READ_OR_ACQUIRE_LUA)(keys=[lock_key, *keys], args=[token, timeout_ms])
 
         return op
 
