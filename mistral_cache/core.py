@@ -288,9 +288,14 @@ class Engine:
         if rt is not None:
             cache.ensure_listener()
             locked = False
-            if self.lock and mode == "miss":
+            # When the value this process held has passed its TTL, the Redis entry has
+            # probably expired too: read it and take the lock in one round trip, so the
+            # miss costs two. Otherwise (never seen here, or only local_ttl ran out)
+            # it is probably a Redis hit, which a plain MGET serves fastest.
+            if self.lock and mode == "miss" and held is not None and cache.timer() >= held.created_at + held.ttl:
                 token = os.urandom(16)
-                res = yield _Redis(rt.read_or_acquire(lock_key, token, int(o.lock_timeout * 1000), [entry_key, *gen_keys]), "read")
+                res = yield _Redis(rt.read_or_acquire(lock_key, token, int(o.lock_timeout * 1000), cache.timer(),
+                                                      [entry_key, *gen_keys]), "read")
                 if res is not FAILED:
                     locked, res = res[0] == 1, res[1:]
                 if not locked:

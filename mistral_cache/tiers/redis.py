@@ -12,6 +12,7 @@ and circuit breaker.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import logging
 import os
@@ -82,18 +83,48 @@ return out
 """
 
 
-# The first read of a miss: the entry, and only if there is none, the lock, then
-# the generations. A cold miss is then two round trips (this, and the write).
+# The first read of a miss: the entry, and only if there is none (or it is one of
+# ours past its created_at + ttl on the caller's clock, ARGV[3]) the lock, then the
+# generations. A miss is then two round trips (this, and the write). The header
+# is serializers' "!2sBB8sdddI": magic, version, flags, write id, created_at, ttl.
 _READ_OR_ACQUIRE_LUA = """
 local entry = redis.call('GET', KEYS[2])
+local live = entry
+if entry and string.len(entry) >= 28 and string.sub(entry, 1, 2) == 'MC' then
+  local created, ttl = struct.unpack('>dd', entry, 13)
+  if created + ttl <= tonumber(ARGV[3]) then live = false end
+end
 local got = 0
-if not entry then
+if not live then
   got = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 end
 local out = {got, entry}
 for i = 3, #KEYS do out[#out + 1] = redis.call('GET', KEYS[i]) end
 return out
 """
+
+_READ_OR_ACQUIRE_SHA = hashlib.sha1(_READ_OR_ACQUIRE_LUA.encode(), usedforsecurity=False).hexdigest()  # the script id Redis uses
+
+
+def _evalsha(c: Any, sha: str, source: str, keys: list[str], args: list[Any]) -> Any:
+    """EVALSHA, loading the script on NOSCRIPT: redis-py's ``Script`` objects cost
+    a few microseconds more per call, which a Redis hit on this path would pay."""
+    try:
+        result = c.evalsha(sha, len(keys), *keys, *args)
+    except rex.NoScriptError:
+        c.script_load(source)
+        return c.evalsha(sha, len(keys), *keys, *args)
+    if not inspect.isawaitable(result):
+        return result
+
+    async def awaited() -> Any:
+        try:
+            return await result
+        except rex.NoScriptError:
+            await c.script_load(source)
+            return await c.evalsha(sha, len(keys), *keys, *args)
+
+    return awaited()
 
 
 def client_options(socket_timeout: float, connect_timeout: float) -> dict[str, Any]:
@@ -475,15 +506,15 @@ class RedisTier:
 
         return op
 
-    def read_or_acquire(self, lock_key: str, token: bytes, timeout_ms: int, keys: Sequence[str]) -> Op:
+    def read_or_acquire(self, lock_key: str, token: bytes, timeout_ms: int, now: float, keys: Sequence[str]) -> Op:
         """:meth:`read`, taking the lock in the same round trip when the entry is
-        absent: ``[got, entry, *generations]``. On a cluster (the generations live
-        in other slots) it is a plain read with ``got`` 0."""
+        absent or expired at ``now``: ``[got, entry, *generations]``. On a cluster
+        (the generations live in other slots) it is a plain read with ``got`` 0."""
 
         def op(c: Any) -> Any:
             if is_cluster(c):
                 return _then(self.read(keys)(c), lambda res: [0, *res])
-            return self.script(c, _READ_OR_ACQUIRE_LUA)(keys=[lock_key, *keys], args=[token, timeout_ms])
+            return _evalsha(c, _READ_OR_ACQUIRE_SHA, _READ_OR_ACQUIRE_LUA, [lock_key, *keys], [token, timeout_ms, repr(now)])
 
         return op
 
