@@ -500,7 +500,7 @@ class Engine:
             if mode in ("early", "bg") and held is not None:
                 self.stats.local_hits += 1
                 return held.value
-            if flight.event.wait(self.cache.options.lock_wait):
+            if flight.wait(self.cache.options.lock_wait):
                 return flight.result()
             self.stats.lock_timeouts += 1
             if self.cache.options.on_lock_timeout == "raise":
