@@ -239,12 +239,29 @@ def _sentinel_kwargs(options: dict[str, Any], t: _Topology) -> dict[str, Any]:
     return out
 
 
+_KINDS: dict[type, tuple[bool, bool, bool]] = {}
+
+
+def _kind(client: Any) -> tuple[bool, bool, bool]:
+    """(sync cluster, any cluster, async) per client *type*: redis-py's client classes
+    have a typing.Protocol metaclass, whose isinstance costs about half a
+    microsecond, and every Redis round trip asked it several times."""
+    kind = _KINDS.get(type(client))
+    if kind is None:
+        kind = _KINDS[type(client)] = (
+            isinstance(client, redis.cluster.RedisCluster),
+            isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)),
+            isinstance(client, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)),
+        )
+    return kind
+
+
 def is_cluster(client: Any) -> bool:
-    return isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster))
+    return _kind(client)[1]
 
 
 def is_async(client: Any) -> bool:
-    return isinstance(client, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster))
+    return _kind(client)[2]
 
 
 def topology(client: Any) -> str:
@@ -500,9 +517,10 @@ class RedisTier:
         pipelined per node."""
 
         def op(c: Any) -> Any:
-            if isinstance(c, redis.cluster.RedisCluster):
+            sync_cluster, cluster, _ = _kind(c)
+            if sync_cluster:
                 return _cluster_mget(c, keys)
-            return c.mget_nonatomic(keys) if is_cluster(c) else c.mget(keys)
+            return c.mget_nonatomic(keys) if cluster else c.mget(keys)
 
         return op
 
