@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ class Env:
     out: str
     missing: list[str] = field(default_factory=list)
     stream: Any = sys.stderr
+    redis_pid: int | None = None  # the embedded server's, when we started one
 
     def say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -59,6 +61,40 @@ class Env:
         if peer in self.missing:
             return True
         return False
+
+
+@contextlib.contextmanager
+def pinned(env: Env) -> Iterator[int | None]:
+    """Run this process (and the embedded Redis, when we started it) on one CPU.
+
+    On small VMs a round trip's latency is bimodal, depending on whether client and
+    server wake on the same vCPU (33 us or 100+ us for the same GET, run to run),
+    which drowns the client-side costs a latency table is about. Pinning both to
+    one CPU measures every library under the same, stable condition. Yields the
+    CPU, or None where affinity cannot be set."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    pids = [0] + ([env.redis_pid] if env.redis_pid else [])
+    saved = {}
+    try:
+        for pid in pids:
+            saved[pid] = os.sched_getaffinity(pid)
+        cpu = min(saved[0])
+        for pid in pids:
+            os.sched_setaffinity(pid, {cpu})
+    except OSError:
+        for pid, cpus in saved.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(pid, cpus)
+        yield None
+        return
+    try:
+        yield cpu
+    finally:
+        for pid, cpus in saved.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(pid, cpus)
 
 
 def percentile(samples: Sequence[float], q: float) -> float:

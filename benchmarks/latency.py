@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from .common import Env, atime_calls, fmt_us, have, summarize, time_calls
+from .common import Env, atime_calls, fmt_us, have, pinned, summarize, time_calls
 
 NAME = "latency"
 TITLE = "Latency per path"
@@ -186,19 +186,20 @@ def run(env: Env) -> dict[str, Any]:
         steps.append(("aiocache", lambda: asyncio.run(_aiocache(env, raw, n_local, n_redis, n_miss))))
     errors: dict[str, str] = {}
     total = len(steps) * ROUNDS
-    for rnd in range(ROUNDS):
-        for i, (label, step) in enumerate(steps):
-            env.progress(f"{label} (round {rnd + 1}/{ROUNDS})", rnd * len(steps) + i, total)
-            if label in errors:
-                continue
-            try:
-                step()
-            except Exception as exc:  # noqa: BLE001 - a broken peer must not sink the run
-                errors[label] = f"{type(exc).__name__}: {exc}"
-                env.say(f"\n  ! {label} failed: {errors[label]}")
+    with pinned(env) as cpu:
+        for rnd in range(ROUNDS):
+            for i, (label, step) in enumerate(steps):
+                env.progress(f"{label} (round {rnd + 1}/{ROUNDS})", rnd * len(steps) + i, total)
+                if label in errors:
+                    continue
+                try:
+                    step()
+                except Exception as exc:  # noqa: BLE001 - a broken peer must not sink the run
+                    errors[label] = f"{type(exc).__name__}: {exc}"
+                    env.say(f"\n  ! {label} failed: {errors[label]}")
     env.progress("done", total, total)
     rows = _merge(raw)
-    return {"rows": rows, "ratios": ratios(rows), "errors": errors, "rounds": ROUNDS,
+    return {"rows": rows, "ratios": ratios(rows), "errors": errors, "rounds": ROUNDS, "pinned_cpu": cpu,
             "samples": {"local": n_local * ROUNDS, "redis": n_redis * ROUNDS, "miss": n_miss * ROUNDS}}
 
 
@@ -285,6 +286,9 @@ def notes(result: dict[str, Any]) -> str:
         "and GET-else-SET for a miss; in-memory libraries' misses: cachetools' miss).",
         "",
     ]
+    if result.get("pinned_cpu") is not None:
+        lines[-1:-1] = ["Measured with this process and the embedded Redis pinned to CPU "
+                        f"{result['pinned_cpu']} (the same condition for every library).", ""]
     for path, target in (("local hit", 1.0), ("redis hit", 1.10)):
         r = ours.get(path)
         if r is not None:

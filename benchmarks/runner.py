@@ -22,16 +22,16 @@ LIBS = ["mistral-cache", "redis", "cachetools", "tenacity", "python-mistralclien
 
 
 @contextlib.contextmanager
-def _redis(url: str | None, env_say: Any) -> Iterator[tuple[str, str]]:
+def _redis(url: str | None, env_say: Any) -> Iterator[tuple[str, str, int | None]]:
     if url:
-        yield url, f"given: {url}"
+        yield url, f"given: {url}", None
         return
     from mistral_cache.embedded import RedisServer, find_redis_server
 
     binary = find_redis_server()
     server = RedisServer().start()
     try:
-        yield server.url, f"embedded redis-server ({binary}) at {server.url}"
+        yield server.url, f"embedded redis-server ({binary}) at {server.url}", server.pid
     finally:
         server.stop()
 
@@ -70,14 +70,14 @@ def run(*, quick: bool, scenarios: list[str], redis_url: str | None, mistral_url
         "quick": quick, "scenarios": {}, "machine": machine(), "versions": versions(LIBS),
         "missing_peers": missing,
     }
-    with _redis(redis_url, say) as (rurl, rdesc), _mistral(mistral_url, quick) as (murl, sim, mdesc):
+    with _redis(redis_url, say) as (rurl, rdesc, rpid), _mistral(mistral_url, quick) as (murl, sim, mdesc):
         say(f"Redis:   {rdesc}")
         say(f"Mistral: {mdesc}")
         results["redis"] = {"url": rurl, "source": "given" if redis_url else "embedded",
                             "server_version": redis_version(rurl)}
         results["mistral"] = {"url": murl, "source": "given" if mistral_url else "simulated"}
         env = Env(redis_url=rurl, mistral_url=murl, sim=sim, quick=quick, out=out, missing=missing,
-                  stream=stream)
+                  stream=stream, redis_pid=rpid)
         for i, name in enumerate(scenarios, start=1):
             mod = importlib.import_module(f"benchmarks.{name}")
             say(f"[{i}/{len(scenarios)}] {mod.TITLE} ...")
