@@ -27,6 +27,8 @@ from .tiers.local import LocalTier
 from .tiers.redis import FAILED, Keyspace, RedisTier
 
 log = logging.getLogger("mistral_cache")
+#: Seconds an invalidation waits for a replica's acknowledgement under Sentinel.
+DEFAULT_REPLICA_WAIT = 0.1
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -45,6 +47,7 @@ class Options:
     stale_if_error: float
     stale_while_revalidate: bool
     tombstone_ttl: float
+    replica_wait: float | None
 
 
 def _seconds(value: float | _dt.timedelta | None, name: str, *, allow_zero: bool = True) -> float:
@@ -92,6 +95,7 @@ class Cache:
         breaker: CircuitBreaker | None = None,
         socket_timeout: float = 0.25,
         connect_timeout: float = 0.25,
+        replica_wait: float | _dt.timedelta | None = None,
         strict: bool = False,
         timer: Callable[[], float] = time.time,
         sleep: Callable[[float], Any] = time.sleep,
@@ -116,6 +120,7 @@ class Cache:
             stale_if_error=_seconds(stale_if_error, "stale_if_error"),
             stale_while_revalidate=stale_while_revalidate,
             tombstone_ttl=max(60.0, 2 * float(lock_timeout)),
+            replica_wait=None if replica_wait is None else _seconds(replica_wait, "replica_wait"),
         )
         self.timer = timer
         self.sleep = sleep
@@ -230,6 +235,23 @@ class Cache:
         if self.redis is not None and redis_flow is not None:
             yield from redis_flow
             self._local_forget(key, tags, everything)
+            yield from self._replicated()
+
+    def _replicated(self) -> Flow:
+        """Wait (Redis WAIT) for a replica to hold the invalidation: replication is
+        asynchronous, and a primary that fails over before passing it on would hand
+        the old value back to everyone until its TTL. Under Sentinel by default."""
+        assert self.redis is not None
+        wait = self.options.replica_wait
+        if wait is None:
+            wait = DEFAULT_REPLICA_WAIT if self.redis.topology == "sentinel" else 0.0
+        if wait <= 0 or self.redis.topology == "cluster":  # on a cluster WAIT would go to an arbitrary node
+            return
+        acked = yield _Redis(self.redis.wait_replicas(1, max(1, int(wait * 1000))), "wait for a replica")
+        if acked is FAILED or not acked:
+            self.stats_extra.unreplicated += 1
+            log.warning("invalidation not acknowledged by a replica within %.0f ms: a failover now "
+                        "would serve the old value until its TTL", wait * 1000)
 
     def key_invalidation(self, key: str) -> Flow:
         return self._invalidation(self.invalidate_key_flow(key) if self.redis is not None else None, key=key)

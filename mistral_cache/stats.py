@@ -12,7 +12,7 @@ from typing import Any
 COUNTERS = (
     "local_hits", "redis_hits", "misses", "computes", "compute_errors", "early_refreshes",
     "stale_served", "lock_waits", "lock_timeouts", "redis_errors", "corrupt", "rejected",
-    "invalidations",
+    "invalidations", "unreplicated",
 )
 
 _BUCKETS_PER_DECADE = 20
@@ -76,6 +76,7 @@ class Stats:
     corrupt: int
     rejected: int
     invalidations: int
+    unreplicated: int  # invalidations no replica acknowledged in time (Sentinel)
 
     def __init__(self) -> None:
         for name in COUNTERS:

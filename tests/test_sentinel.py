@@ -126,3 +126,40 @@ def test_failover_follows_new_primary_and_serves_nothing_stale() -> None:
         assert asyncio.run(via_async()) == [3, 2]  # the asyncio Sentinel client finds the new primary too
         for cache in (a, b, c):
             cache.close()
+
+
+def test_invalidation_waits_for_a_replica_to_hold_it() -> None:
+    """Replication is asynchronous: an invalidation returns only once a replica
+    holds the tombstone (Redis WAIT), so a failover right after cannot bring the
+    old value back. A replica that does not answer in time is counted and logged."""
+    namespace = "s-" + uuid.uuid4().hex[:8]
+    with RedisSentinelServer() as setup:
+        cache = Cache(setup.url, namespace=namespace, early_refresh=False, coherence=False)
+        assert cache.redis is not None and cache.redis.topology == "sentinel"
+
+        @cache.cached(ttl=60, key="item:{i}")
+        def get(i: int) -> int:
+            return i
+
+        replica = setup.replica.client()
+        try:
+            for i in range(5):
+                get(i)
+            for i in range(3):
+                get.invalidate(i)  # type: ignore[attr-defined]
+                raw = replica.get(cache.keyspace.entry(get.cache_key(i)))  # type: ignore[attr-defined]
+                assert raw is not None and cache.codec.decode(raw).tombstone  # already on the replica
+            assert cache.stats()["unreplicated"] == 0
+            setup.replica.pause()
+            try:
+                t0 = time.monotonic()
+                get.invalidate(4)  # type: ignore[attr-defined]
+                waited = time.monotonic() - t0
+            finally:
+                setup.replica.resume()
+            assert cache.stats()["unreplicated"] == 1
+            assert waited < 2.0  # bounded by replica_wait (0.1 s), not hung
+            assert get(4) == 4
+        finally:
+            replica.close()
+            cache.close()

@@ -426,6 +426,20 @@ class RedisTier:
         self._scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
     # -- clients ---------------------------------------------------------
+    @property
+    def topology(self) -> str:
+        """``cluster``, ``sentinel`` or ``standalone``, without opening a connection."""
+        given = self._client if self._client is not None else self._given_async
+        if given is not None:
+            return topology(given)
+        scheme = urlsplit(self.url or "").scheme
+        return "cluster" if scheme in CLUSTER_SCHEMES else "sentinel" if scheme in SENTINEL_SCHEMES else "standalone"
+
+    @staticmethod
+    def wait_replicas(count: int, timeout_ms: int) -> Op:
+        """Redis WAIT: how many replicas acknowledged this connection's writes."""
+        return lambda c: c.wait(count, timeout_ms)
+
     def client(self) -> Any:
         """The sync client, created on first use (and again in a forked child)."""
         if self._client is None or (self.url is not None and self._pid != os.getpid()):
