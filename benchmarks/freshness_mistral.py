@@ -22,6 +22,7 @@ Per policy: upstream requests (what the simulator served), reads, stale reads
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import itertools
 import random
@@ -57,29 +58,15 @@ def _state_learnt(target: float) -> dict[str, Any]:
     }
 
 
+FIXED = (1.0, 10.0, 60.0, 300.0)
+TARGETS = (0.0001, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.6)
+
 #: name -> the ``policies=`` of the facade
 POLICIES: dict[str, Callable[[], dict[str, Any] | None]] = {
-    "fixed 1s": lambda: _fixed(1.0),
-    "fixed 10s": lambda: _fixed(10.0),
-    "fixed 60s": lambda: _fixed(60.0),
-    "fixed 300s": lambda: _fixed(300.0),
+    **{f"fixed {t:g}s": functools.partial(_fixed, t) for t in FIXED},
     "state rules (default)": lambda: None,
-    "adaptive 0.0001": lambda: _learnt(0.0001),
-    "adaptive 0.001": lambda: _learnt(0.001),
-    "adaptive 0.003": lambda: _learnt(0.003),
-    "adaptive 0.01": lambda: _learnt(0.01),
-    "adaptive 0.03": lambda: _learnt(0.03),
-    "adaptive 0.1": lambda: _learnt(0.1),
-    "adaptive 0.3": lambda: _learnt(0.3),
-    "adaptive 0.6": lambda: _learnt(0.6),
-    "state rules + adaptive 0.0001": lambda: _state_learnt(0.0001),
-    "state rules + adaptive 0.001": lambda: _state_learnt(0.001),
-    "state rules + adaptive 0.003": lambda: _state_learnt(0.003),
-    "state rules + adaptive 0.01": lambda: _state_learnt(0.01),
-    "state rules + adaptive 0.03": lambda: _state_learnt(0.03),
-    "state rules + adaptive 0.1": lambda: _state_learnt(0.1),
-    "state rules + adaptive 0.3": lambda: _state_learnt(0.3),
-    "state rules + adaptive 0.6": lambda: _state_learnt(0.6),
+    **{f"adaptive {t:g}": functools.partial(_learnt, t) for t in TARGETS},
+    **{f"state rules + adaptive {t:g}": functools.partial(_state_learnt, t) for t in TARGETS},
 }
 
 
