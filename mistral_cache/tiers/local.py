@@ -56,9 +56,17 @@ class _LRU(LRUCache[str, LocalEntry]):
         self._on_evict = on_evict
 
     def popitem(self) -> tuple[str, LocalEntry]:
-        key, entry = super().popitem()
-        self._on_evict(key, entry)
-        return key, entry
+        # LocalTier.peek touches the LRU order without the lock; if that lands
+        # between cachetools' iter() and next() over the order, next() raises.
+        # Nothing has changed yet at that point: look again.
+        for _ in range(1000):
+            try:
+                key, entry = super().popitem()
+            except RuntimeError:
+                continue
+            self._on_evict(key, entry)
+            return key, entry
+        raise RuntimeError("local tier: LRU order kept changing during eviction")
 
 
 _RECENT = 4096  # invalidations remembered for the fill race
@@ -112,7 +120,8 @@ class LocalTier:
         # No lock: both calls are single C-level operations on a dict and an
         # OrderedDict of str keys. A key removed between them raises KeyError,
         # which only means the LRU touch came too late; the entry read is the
-        # one a locked read at that instant would have returned.
+        # one a locked read at that instant would have returned. (An eviction
+        # iterating the order meanwhile retries: _LRU.popitem.)
         entry: LocalEntry | None = data.get(key)
         if entry is not None:
             try:
