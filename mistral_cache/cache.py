@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import logging
+import math
 import os
 import threading
 import time
@@ -106,6 +107,10 @@ class Cache:
             raise ConfigurationError(f"on_lock_timeout must be 'compute' or 'raise', got {on_lock_timeout!r}")
         if lock_timeout <= 0 or lock_wait <= 0:
             raise ConfigurationError("lock_timeout and lock_wait must be positive")
+        if replica_wait is not None and _seconds(replica_wait, "replica_wait") >= socket_timeout:
+            raise ConfigurationError(
+                f"replica_wait ({replica_wait!r}) must be shorter than socket_timeout ({socket_timeout!r}): "
+                "a WAIT that outlives the socket would count as a Redis failure")
         self.namespace = namespace
         self.keyspace = Keyspace(namespace)
         self.options = Options(
@@ -144,6 +149,8 @@ class Cache:
         self._engines: weakref.WeakSet[Engine] = weakref.WeakSet()
         self._init_lock = threading.Lock()
         self.stats_extra = Stats()
+        self._socket_timeout = socket_timeout
+        self._unreplicated_logged = -math.inf
         if self.local is not None:
             _watch_forks(self)
 
@@ -205,13 +212,42 @@ class Cache:
         now = self.timer()
         ttl = self.options.tombstone_ttl
         data = self.codec.encode(None, created_at=now, ttl=ttl, tombstone=True)
-        yield _Redis(self.redis.put_and_announce(
-            self.keyspace.entry(key), data, int(ttl * 1000), self.keyspace.channel, self.message("k", key)
+        wait_ms = self._replica_wait_ms()
+        result = yield _Redis(self.redis.put_and_announce(
+            self.keyspace.entry(key), data, int(ttl * 1000), self.keyspace.channel, self.message("k", key), wait_ms
         ), "invalidate")
+        self._check_replicated(result, wait_ms)
 
     def _bump_flow(self, counters: list[str], kind: str, payload: str) -> Flow:
         if self.redis is not None:
-            yield _Redis(self.redis.bump_and_announce(counters, self.keyspace.channel, self.message(kind, payload)), "invalidate")
+            wait_ms = self._replica_wait_ms()
+            result = yield _Redis(self.redis.bump_and_announce(
+                counters, self.keyspace.channel, self.message(kind, payload), wait_ms), "invalidate")
+            self._check_replicated(result, wait_ms)
+
+    def _replica_wait_ms(self) -> int:
+        """How long an invalidation waits (Redis WAIT, in its own pipeline) for a
+        replica to hold it: replication is asynchronous, and a primary that fails
+        over before passing it on would hand the old value back to everyone until
+        its TTL. Under Sentinel by default; never on a cluster, whose pipelines
+        span nodes."""
+        assert self.redis is not None
+        wait = self.options.replica_wait
+        topology = self.redis.topology
+        if wait is None:
+            wait = min(DEFAULT_REPLICA_WAIT, self._socket_timeout / 2) if topology == "sentinel" else 0.0
+        return 0 if wait <= 0 or topology == "cluster" else max(1, int(wait * 1000))
+
+    def _check_replicated(self, result: Any, wait_ms: int) -> None:
+        if not wait_ms or result is FAILED:  # a failed invalidation is a Redis error, counted as such
+            return
+        if not result or not result[-1]:
+            self.stats_extra.unreplicated += 1
+            now = time.monotonic()
+            if now - self._unreplicated_logged >= 60.0:
+                self._unreplicated_logged = now
+                log.warning("invalidation not acknowledged by a replica within %d ms: a failover now would "
+                            "serve the old value until its TTL (stats: unreplicated)", wait_ms)
 
     def _local_forget(self, key: str | None = None, tags: Sequence[str] = (), everything: bool = False) -> None:
         if key is not None:
@@ -235,23 +271,6 @@ class Cache:
         if self.redis is not None and redis_flow is not None:
             yield from redis_flow
             self._local_forget(key, tags, everything)
-            yield from self._replicated()
-
-    def _replicated(self) -> Flow:
-        """Wait (Redis WAIT) for a replica to hold the invalidation: replication is
-        asynchronous, and a primary that fails over before passing it on would hand
-        the old value back to everyone until its TTL. Under Sentinel by default."""
-        assert self.redis is not None
-        wait = self.options.replica_wait
-        if wait is None:
-            wait = DEFAULT_REPLICA_WAIT if self.redis.topology == "sentinel" else 0.0
-        if wait <= 0 or self.redis.topology == "cluster":  # on a cluster WAIT would go to an arbitrary node
-            return
-        acked = yield _Redis(self.redis.wait_replicas(1, max(1, int(wait * 1000))), "wait for a replica")
-        if acked is FAILED or not acked:
-            self.stats_extra.unreplicated += 1
-            log.warning("invalidation not acknowledged by a replica within %.0f ms: a failover now "
-                        "would serve the old value until its TTL", wait * 1000)
 
     def key_invalidation(self, key: str) -> Flow:
         return self._invalidation(self.invalidate_key_flow(key) if self.redis is not None else None, key=key)

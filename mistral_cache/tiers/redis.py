@@ -75,8 +75,9 @@ return wrote
 
 # Take the lock and re-read the entry in the same round trip (dogpile's
 # "re-check after acquiring", without paying for it).
+# A lock already holding our token is ours: the retry of a call whose reply was lost.
 _ACQUIRE_LUA = """
-local got = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+local got = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[1]) == ARGV[1]
 local out = {got and 1 or 0}
 for i = 2, #KEYS do out[#out + 1] = redis.call('GET', KEYS[i]) end
 return out
@@ -96,7 +97,7 @@ if entry and string.len(entry) >= 28 and string.sub(entry, 1, 2) == 'MC' then
 end
 local got = 0
 if not live then
-  got = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+  got = (redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[1]) == ARGV[1]) and 1 or 0
 end
 local out = {got, entry}
 for i = 3, #KEYS do out[#out + 1] = redis.call('GET', KEYS[i]) end
@@ -246,9 +247,12 @@ def _kind(client: Any) -> tuple[bool, bool, bool]:
     """(sync cluster, any cluster, async) per client *type*: redis-py's client classes
     have a typing.Protocol metaclass, whose isinstance costs about half a
     microsecond, and every Redis round trip asked it several times."""
-    kind = _KINDS.get(type(client))
+    cls = client.__class__  # not type(): a proxy reports the class it stands for
+    kind = _KINDS.get(cls)
     if kind is None:
-        kind = _KINDS[type(client)] = (
+        if len(_KINDS) > 256:  # e.g. a Mock per test: keep it bounded
+            _KINDS.clear()
+        kind = _KINDS[cls] = (
             isinstance(client, redis.cluster.RedisCluster),
             isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)),
             isinstance(client, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)),
@@ -435,11 +439,6 @@ class RedisTier:
         scheme = urlsplit(self.url or "").scheme
         return "cluster" if scheme in CLUSTER_SCHEMES else "sentinel" if scheme in SENTINEL_SCHEMES else "standalone"
 
-    @staticmethod
-    def wait_replicas(count: int, timeout_ms: int) -> Op:
-        """Redis WAIT: how many replicas acknowledged this connection's writes."""
-        return lambda c: c.wait(count, timeout_ms)
-
     def client(self) -> Any:
         """The sync client, created on first use (and again in a forked child)."""
         if self._client is None or (self.url is not None and self._pid != os.getpid()):
@@ -546,7 +545,7 @@ class RedisTier:
         def op(c: Any) -> Any:
             if is_cluster(c):
                 return _then(self.read(keys)(c), lambda res: [0, *res])
-            return _evalsha(c, _READ_OR_ACQUIRE_SHA, _READ_OR_ACQUIRE_LUA, [lock_key, *keys], [token, timeout_ms, repr(now)])
+            return _evalsha(c, _READ_OR_ACQUIRE_SHA, _READ_OR_ACQUIRE_LUA, [lock_key, *keys], [token, timeout_ms, repr(float(now))])
 
         return op
 
@@ -583,19 +582,27 @@ class RedisTier:
         return lambda c: self.script(c, _WRITE_LUA)(keys=[entry_key, lock_key], args=args)
 
     @staticmethod
-    def put_and_announce(entry_key: str, data: bytes, px: int, channel: str, message: str) -> Op:
+    def put_and_announce(entry_key: str, data: bytes, px: int, channel: str, message: str, wait_ms: int = 0) -> Op:
+        """SET and PUBLISH in one round trip; with ``wait_ms``, a Redis WAIT for one
+        replica last in the same pipeline (WAIT only covers its own connection's
+        writes). The last element of the result is then the replicas that acked."""
+
         def op(c: Any) -> Any:
             if is_cluster(c):
                 return _then(c.set(entry_key, data, px=px), lambda _: c.publish(channel, message))
             pipe = c.pipeline(transaction=False)
             pipe.set(entry_key, data, px=px)
             pipe.publish(channel, message)
+            if wait_ms:
+                pipe.wait(1, wait_ms)
             return pipe.execute()
 
         return op
 
     @staticmethod
-    def bump_and_announce(counters: Sequence[str], channel: str, message: str) -> Op:
+    def bump_and_announce(counters: Sequence[str], channel: str, message: str, wait_ms: int = 0) -> Op:
+        """INCR the generation counters and PUBLISH; ``wait_ms`` as in :meth:`put_and_announce`."""
+
         def op(c: Any) -> Any:
             pipe = c.pipeline(transaction=False)
             for counter in counters:
@@ -603,6 +610,8 @@ class RedisTier:
             if is_cluster(c):  # redis-py refuses PUBLISH in a cluster pipeline: a second round trip
                 return _then(pipe.execute(), lambda res: _then(c.publish(channel, message), lambda n: [*res, n]))
             pipe.publish(channel, message)
+            if wait_ms:
+                pipe.wait(1, wait_ms)
             return pipe.execute()
 
         return op
