@@ -292,9 +292,10 @@ class Engine:
             # probably expired too: read it and take the lock in one round trip, so the
             # miss costs two. Otherwise (never seen here, or only local_ttl ran out)
             # it is probably a Redis hit, which a plain MGET serves fastest.
-            if self.lock and mode == "miss" and held is not None and cache.timer() >= held.created_at + held.ttl:
+            read_at = cache.timer()
+            if self.lock and mode == "miss" and held is not None and read_at >= held.created_at + held.ttl:
                 token = os.urandom(16)
-                res = yield _Redis(rt.read_or_acquire(lock_key, token, int(o.lock_timeout * 1000), cache.timer(),
+                res = yield _Redis(rt.read_or_acquire(lock_key, token, int(o.lock_timeout * 1000), read_at,
                                                       [entry_key, *gen_keys]), "read")
                 if res is not FAILED:
                     locked, res = res[0] == 1, res[1:]
@@ -306,7 +307,7 @@ class Engine:
                 raw, gens = res[0], _gens(res[1:])
                 expected = _write_id(raw)
                 env = prev = self._decode(raw, gens)
-                now = cache.timer()
+                now = max(cache.timer(), read_at)  # a clock stepping back must not undo what the script judged
                 if env is not None:
                     if now < env.expires_at:
                         newer = held is None or env.created_at > held.created_at
@@ -385,8 +386,15 @@ class Engine:
             stats.early_refreshes += 1
         elif mode == "miss":
             stats.misses += 1
-        yield from self._store(key, value, compute_time, tags, since, gens, expected, token, mode,
-                               prev.meta if prev is not None else None)
+        try:
+            yield from self._store(key, value, compute_time, tags, since, gens, expected, token, mode,
+                                   prev.meta if prev is not None else None)
+        except BaseException:
+            # should_cache, a TTL policy or the serializer raised: free the lock now, not
+            # after lock_timeout (the release is token-checked, so a second one is harmless).
+            if token is not None and rt is not None:
+                yield _Redis(rt.release(lock_key, token), "unlock")
+            raise
         stats.latency["miss"].add(time.perf_counter() - started)
         return value
 

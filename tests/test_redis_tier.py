@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 
+import pytest
 import redis
 
 from mistral_cache import Cache
@@ -168,3 +169,58 @@ def test_round_trips_per_path(redis_url: str, namespace: str) -> None:
     finally:
         for c in caches:
             c.close()
+
+
+def test_lock_scripts_treat_our_own_token_as_acquired(redis_url: str, namespace: str) -> None:
+    """A retried call whose first reply was lost finds the lock holding its own
+    token: that is ours, not someone else's to wait for."""
+    cache = Cache(redis_url, namespace=namespace, coherence=False)
+    try:
+        rt, ks = cache.redis, cache.keyspace
+        assert rt is not None
+        entry, lock = ks.entry("own"), ks.lock("own")
+        for attempt in range(2):
+            got = rt.run(rt.read_or_acquire(lock, b"token-1", 5000, 0.0, [entry, ks.generation]))
+            assert got[0] == 1, attempt
+        assert rt.run(rt.read_or_acquire(lock, b"token-2", 5000, 0.0, [entry, ks.generation]))[0] == 0
+        for attempt in range(2):
+            assert rt.run(rt.acquire(ks.lock("own2"), b"token-3", 5000, [ks.entry("own2")]))[0] == 1, attempt
+        assert rt.run(rt.acquire(ks.lock("own2"), b"token-4", 5000, [ks.entry("own2")]))[0] == 0
+    finally:
+        cache.close()
+
+
+def test_lock_freed_when_storing_fails_or_the_clock_steps_back(redis_url: str, namespace: str) -> None:
+    probe = redis.Redis.from_url(redis_url)
+    now = [1000.0]
+    cache = Cache(redis_url, namespace=namespace, coherence=False, timer=lambda: now[0], early_refresh=False)
+
+    def refuse(value: int) -> bool:
+        if value < 0:
+            raise ValueError("should_cache refused to decide")
+        return True
+
+    @cache.cached(ttl=60, key="lf:{x}", should_cache=refuse)
+    def f(x: int) -> int:
+        return x
+
+    engine = f.engine  # type: ignore[attr-defined]
+    decode = engine._decode
+
+    def step_back(raw: bytes | None, gens: list[str]) -> object:
+        now[0] = 1000.0  # the clock steps back between the script's reading and ours
+        return decode(raw, gens)
+
+    try:
+        assert f(1) == 1
+        now[0] = 1061.0  # past the TTL: the read-or-lock script judges the entry expired and locks
+        engine._decode = step_back
+        assert f(1) == 1
+        engine._decode = decode
+        assert probe.get(cache.keyspace.lock(f.cache_key(1))) is None  # type: ignore[attr-defined]
+        with pytest.raises(ValueError, match="refused"):
+            f(-1)
+        assert probe.get(cache.keyspace.lock(f.cache_key(-1))) is None  # type: ignore[attr-defined]
+    finally:
+        cache.close()
+        probe.close()
