@@ -366,7 +366,12 @@ class _FnStats:
         new key. The mean (not the median) keeps a new key's expected stale-read
         fraction near the target across the family, fast keys weighing as they should."""
         n = len(self.learnt)
-        return max(self.rate_sum, 0.0) / n if n >= min_keys else None
+        if n < min_keys:
+            return None
+        mean = self.rate_sum / n
+        # Keys that never changed contribute exactly 0, but the running sum keeps
+        # rounding residue: treat a vanishing mean as "nothing learnt" (the configured prior).
+        return mean if mean > 1e-12 else None
 
 
 class _AdaptiveStats(Stats):

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..adaptive import Adaptive, adaptive
+from ..adaptive import META_KEY, Adaptive, adaptive
 
 #: The key of the marker dict cached in place of a 404.
 NOT_FOUND_KEY = "__mistral_cache_not_found__"
@@ -202,7 +202,13 @@ class _LearningTTL:
         ttl, extra, retain = self.learner.decide(value, **context)
         cap = self.table["stateful_list"]
         if isinstance(value, list) and self.resource in STATEFUL and not hasattr(cap, "decide"):
-            ttl = min(ttl, float(cap(value)))  # a learning cap would only give its prior here: lists learn their own
+            # (a learning cap would only give its prior here: lists learn their own)
+            capped = float(cap(value))
+            if capped < ttl:
+                ttl = capped
+                state = extra.get(META_KEY)
+                if isinstance(state, dict):  # the learner measures waits from the TTL really used
+                    extra = {**extra, META_KEY: {**state, "T": ttl}}
         return float(ttl), extra, float(retain)
 
 
