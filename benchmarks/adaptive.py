@@ -20,7 +20,7 @@ def run(env: Env) -> dict[str, Any]:
 
 
 def _rows(rows: dict[str, dict[str, Any]], beaten: dict[str, bool]) -> list[list[str]]:
-    return [[name, str(r.get("upstream_calls", r.get("upstream_reads"))), str(r.get("stale_reads", r.get("stale"))),
+    return [[name, str(r["upstream_calls"]), str(r["stale_reads"]),
              f"{r['hit_rate']:.3f}", f"{r['stale_fraction']:.4f}", {True: "yes", False: "no"}.get(beaten.get(name), "")]
             for name, r in rows.items()]
 

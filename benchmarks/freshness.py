@@ -21,7 +21,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from typing import Any
 
@@ -165,11 +164,11 @@ def dominance(rows: dict[str, dict[str, Any]], kind: str = "adaptive") -> dict[s
     return out
 
 
-def table(rows: dict[str, dict[str, Any]]) -> str:
+def table(rows: dict[str, dict[str, Any]], every_fixed: bool = False) -> str:
     lines = ["| policy | upstream calls | stale reads | hit rate | stale-read fraction | median TTL | us/read |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():
-        if r["kind"] == "fixed" and r["param"] not in FIXED_REPORTED and "--all" not in sys.argv:
+        if r["kind"] == "fixed" and r["param"] not in FIXED_REPORTED and not every_fixed:
             continue
         med = r.get("ttl_p50")
         lines.append(f"| {name} | {r['upstream_calls']} | {r['stale_reads']} | {r['hit_rate']:.4f} | "
@@ -215,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-mistral", action="store_true", help="skip the Mistral polling workload")
     args = ap.parse_args(argv)
     res = run(args.quick, args.out, mistral=not args.no_mistral)
-    print(res["table"])
+    print(table(res["policies"], every_fixed=args.all))
     print("adaptive frontier above fixed TTL:", res["dominated_fixed"])
     print("hit path (us/hit):", res["hit_path_us"])
     print("plot:", res.get("plot"))

@@ -87,13 +87,13 @@ def simulate(policy: dict[str, Any] | None, *, hours: float, start_every: float,
         def zipf_workflow() -> str:
             return workflows[bisect.bisect_left(cum, rng.random() * cum[-1])]
 
-        counts = {"reads": 0, "stale": 0, "stale_gets": 0, "stale_lists": 0, "stale_definitions": 0}
+        counts = {"reads": 0, "stale_reads": 0, "stale_gets": 0, "stale_lists": 0, "stale_definitions": 0}
         recent: list[str] = []
 
         def get(kind: str, ident: str, data: dict[str, Any]) -> None:
             counts["reads"] += 1
             if sim.staleness_of(kind, ident, data) > 0:
-                counts["stale"] += 1
+                counts["stale_reads"] += 1
                 counts["stale_definitions" if kind == "workflows" else "stale_gets"] += 1
 
         def poll(ex_id: str) -> Iterator[float]:
@@ -122,7 +122,7 @@ def simulate(policy: dict[str, Any] | None, *, hours: float, start_every: float,
                 rows = [e.to_dict() for e in api.executions.list(limit=50, sort_keys="created_at", sort_dirs="desc")]
                 counts["reads"] += 1
                 if any(sim.staleness_of("executions", r["id"], r) > 0 for r in rows):
-                    counts["stale"] += 1
+                    counts["stale_reads"] += 1
                     counts["stale_lists"] += 1
                 for _ in range(3 if recent else 0):
                     ex_id = recent[-1 - min(len(recent) - 1, int(rng.expovariate(1 / 10)))]
@@ -164,8 +164,8 @@ def simulate(policy: dict[str, Any] | None, *, hours: float, start_every: float,
         upstream = sum(n for (method, _), n in sim.request_counts().items() if method == "GET")
         cache.close()
     reads = counts["reads"]
-    return counts | {"upstream_reads": upstream, "hit_rate": 1 - upstream / reads if reads else 0.0,
-                     "stale_fraction": counts["stale"] / reads if reads else 0.0}
+    return counts | {"upstream_calls": upstream, "hit_rate": 1 - upstream / reads if reads else 0.0,
+                     "stale_fraction": counts["stale_reads"] / reads if reads else 0.0}
 
 
 def run(quick: bool = True, seed: int = 11) -> dict[str, Any]:
@@ -186,7 +186,7 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
     lines = ["| policy | reads | upstream GETs | hit rate | stale reads | stale gets / lists / definitions |",
              "|---|---:|---:|---:|---:|---|"]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['reads']} | {r['upstream_reads']} | {r['hit_rate']:.3f} | {r['stale']} "
+        lines.append(f"| {name} | {r['reads']} | {r['upstream_calls']} | {r['hit_rate']:.3f} | {r['stale_reads']} "
                      f"({r['stale_fraction']:.4f}) | {r['stale_gets']} / {r['stale_lists']} / {r['stale_definitions']} |")
     return "\n".join(lines)
 

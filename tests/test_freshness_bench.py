@@ -35,5 +35,5 @@ def test_mistral_workload_counts_reads_and_staleness() -> None:
     learnt = freshness_mistral.simulate({"executions": adaptive_state_ttl(0.01)}, hours=0.2, start_every=30.0, seed=3)
     assert base["reads"] == learnt["reads"] > 100  # the read schedule follows the truth, not the policy
     for r in (base, learnt):
-        assert 0 < r["upstream_reads"] < r["reads"]
-        assert r["stale"] == r["stale_gets"] + r["stale_lists"] + r["stale_definitions"]
+        assert 0 < r["upstream_calls"] < r["reads"]
+        assert r["stale_reads"] == r["stale_gets"] + r["stale_lists"] + r["stale_definitions"]

@@ -12,6 +12,7 @@ and circuit breaker.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import inspect
 import logging
@@ -430,7 +431,7 @@ class RedisTier:
         self._scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
     # -- clients ---------------------------------------------------------
-    @property
+    @functools.cached_property
     def topology(self) -> str:
         """``cluster``, ``sentinel`` or ``standalone``, without opening a connection."""
         given = self._client if self._client is not None else self._given_async
