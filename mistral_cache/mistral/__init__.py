@@ -11,10 +11,12 @@ python-mistralclient is imported lazily, only when a client is built::
 
 from __future__ import annotations
 
-from .client import CachedManager, CachedMistralClient, default_retry, install_timeout, is_transient, scope_of
+from .client import CachedManager, CachedMistralClient, default_retry, install_timeout, is_transient
+from .identity import ADMIN_ROLES, DEFAULT_PROJECT, MAX_IDENTITY_TTL, scope_for
 from .policies import DEFAULT_POLICIES, adaptive_state_ttl, make_policies, resource_ttl, ttl_for
 
 __all__ = [
-    "DEFAULT_POLICIES", "CachedManager", "CachedMistralClient", "adaptive_state_ttl", "default_retry", "install_timeout",
-    "is_transient", "make_policies", "resource_ttl", "scope_of", "ttl_for",
+    "ADMIN_ROLES", "DEFAULT_POLICIES", "DEFAULT_PROJECT", "MAX_IDENTITY_TTL", "CachedManager", "CachedMistralClient",
+    "adaptive_state_ttl", "default_retry", "install_timeout", "is_transient", "make_policies", "resource_ttl", "scope_for",
+    "ttl_for",
 ]

@@ -6,24 +6,28 @@ resources' ``to_dict()`` and each call hands back real ``Resource`` objects
 rebuilt from a copy of it. Writes pass through and then invalidate, by tag,
 what they change. Anything else is delegated to the real manager or client.
 
-Keys and tags carry the scope (the tenant, and the server), so tenants sharing
-one Redis never read each other's entries.
+Keys and tags carry the scope (the verified tenant and admin-ness, and the
+server; see :mod:`.identity`), so tenants sharing one Redis never read each
+other's entries; a caller whose identity Keystone does not confirm is passed to
+the server uncached.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import inspect
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import tenacity
 
+from ..exceptions import ConfigurationError
 from ..keys import encode_arg
+from .identity import ADMIN_ROLES, DEFAULT_PROJECT, MAX_IDENTITY_TTL, TOKENS, Identity, SessionIdentity, scope_for
 from .policies import STATEFUL, Policy, is_not_found, make_policies, not_found_marker, resource_ttl
 
 log = logging.getLogger("mistral_cache.mistral")
@@ -172,24 +176,23 @@ def install_timeout(session: Any, timeout: Any) -> None:
 
 
 # -- scope -------------------------------------------------------------------
-def scope_of(client: Any, explicit: str | None = None) -> str:
-    """``<tenant>@<server>``: the tenant is ``explicit``, else the client's project
-    id (its own, or its keystone session's), else ``default``; the server is a hash
-    of the API URL, so two Mistral servers sharing a Redis never collide either."""
-    http = _http_client(client)
-    base = str(getattr(http, "base_url", "") or "")
-    project = explicit
-    if not project:
-        project = getattr(http, "project_id", None)
-    if not project:
-        getter = getattr(getattr(http, "session", None), "get_project_id", None)
-        if callable(getter):
-            try:
-                project = getter()
-            except Exception:  # no auth plugin, or auth failing: fall back
-                project = None
-    server = hashlib.sha256(base.encode()).hexdigest()[:12]
-    return f"{project or 'default'}@{server}"
+def _is_requests_session(session: Any) -> bool:
+    import requests
+
+    return session is None or isinstance(session, requests.Session)
+
+
+def _mistral_not_found(exc: BaseException) -> bool:
+    """A 404 that Mistral itself answered. mistralclient turns any keystoneauth HTTP
+    error into ``APIException`` -- Keystone's "token not found" during a session's
+    re-authentication too, with no message, as Mistral's own 404s always have one."""
+    if getattr(exc, "error_code", None) != 404:
+        return False
+    message = getattr(exc, "error_message", None)
+    if not isinstance(message, str) or not message.strip():
+        return False
+    lowered = message.lower()
+    return "token" not in lowered or "not found" not in lowered and "could not" not in lowered
 
 
 def _http_client(client: Any) -> Any:
@@ -328,7 +331,10 @@ class CachedManager:
         """The cache key (as ``Cache.invalidate`` takes it) of the read ``method(*args, **kwargs)``."""
         binder = self._binders[method]
         params = binder.bind(args, kwargs)
-        return str(self.cached_reads[method].cache_key(self._owner.scope, "", binder.encode(params), params))
+        scope = self._owner.scope
+        if scope is None:
+            raise LookupError("no verified identity: this client's reads are not cached")
+        return str(self.cached_reads[method].cache_key(scope, "", binder.encode(params), params))
 
     def __repr__(self) -> str:
         return f"<CachedManager {self._name} of {self._real!r}>"
@@ -352,7 +358,7 @@ class CachedManager:
             try:
                 result = call(params)
             except api_exception as exc:
-                if getattr(exc, "error_code", None) == 404 and spec.ident is not None:
+                if spec.ident is not None and _mistral_not_found(exc):
                     return not_found_marker(getattr(exc, "error_message", None))
                 raise
             if isinstance(result, list):
@@ -385,14 +391,17 @@ class CachedManager:
 
         @functools.wraps(real)
         def read(*args: Any, **kwargs: Any) -> Any:
+            scope = owner._static_scope or owner._verified_scope()
+            if scope is None:  # no identity Keystone confirms: the server decides, nothing cached
+                return real(*args, **kwargs)
             params = binder.bind(args, kwargs)
             ident = str(params.get(spec.ident)) if spec.ident is not None else ""
             try:
                 encoded = binder.encode(params)
             except TypeError:  # an argument without a stable key: don't cache this call
-                value = fetch(owner.scope, ident, "", params)
+                value = fetch(scope, ident, "", params)
             else:
-                value = cached(owner.scope, ident, encoded, params)
+                value = cached(scope, ident, encoded, params)
             return rebuild(self, cls, value)
 
         return read
@@ -414,7 +423,7 @@ class CachedManager:
                 return result
             finally:
                 # Also after a failure: the server may have applied the write anyway.
-                owner.invalidate(*tags(bound.arguments, result))
+                owner._invalidate_after_write(list(tags(bound.arguments, result)), result)
 
         return write
 
@@ -423,13 +432,23 @@ class CachedMistralClient:
     """A caching facade over a python-mistralclient v2 ``Client``.
 
     ``client``: an existing client; else one is built from ``mistral_url`` and
-    ``client_kwargs`` (``auth_type``, ``auth_url``, ``project_id``...), as
+    ``client_kwargs`` (``auth_type``, ``auth_token``, ``username``...), as
     ``mistralclient.api.client.client`` would. ``cache``: a :class:`~mistral_cache.Cache`
-    (default: :func:`mistral_cache.default_cache`). ``scope``: the tenant part of every
-    key (default: the client's project id, else ``"default"``). ``policies``: overrides
-    of :data:`~mistral_cache.mistral.policies.DEFAULT_POLICIES`. ``retry``: the tenacity
+    (default: :func:`mistral_cache.default_cache`). ``policies``: overrides of
+    :data:`~mistral_cache.mistral.policies.DEFAULT_POLICIES`. ``retry``: the tenacity
     policy of reads that reach the server (``None``: no retry). ``timeout``: (connect,
     read) seconds put on the client's session (``None``: leave it alone).
+
+    The scope (README, "Tenant scopes") comes from verified identity: a keystoneauth
+    session's confirmed project; for a bare ``auth_token``, its project as Keystone at
+    ``auth_url`` validates it (the token is passed to Mistral as is, never re-issued);
+    no credentials at all: Mistral's own ``"<default-project>"``. A bare token without
+    ``auth_url`` is refused (:class:`~mistral_cache.ConfigurationError`) unless ``scope=``
+    names the tenant explicitly (the caller vouches for it). ``admin_roles``: the roles
+    that make Mistral show a token every project (Mistral 23: ``admin``).
+    ``identity_ttl``: how long a confirmed identity is trusted before Keystone is asked
+    again (capped at 300 s, keystonemiddleware's ``token_cache_time``, and at the
+    token's expiry).
     """
 
     MANAGERS = tuple(READS)
@@ -441,6 +460,9 @@ class CachedMistralClient:
         mistral_url: str | None = None,
         cache: Any = None,
         scope: str | None = None,
+        auth_url: str | None = None,
+        admin_roles: Iterable[str] = ADMIN_ROLES,
+        identity_ttl: float = MAX_IDENTITY_TTL,
         policies: Mapping[str, Policy | float] | None = None,
         retry: tenacity.BaseRetrying | None | str = "default",
         timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
@@ -451,6 +473,11 @@ class CachedMistralClient:
 
             if mistral_url is not None:
                 client_kwargs["mistral_url"] = mistral_url
+            rescoping = any(client_kwargs.get(k) for k in ("session", "project_id", "project_name", "username", "user_id"))
+            if auth_url is not None and (rescoping or not client_kwargs.get("auth_token")):
+                client_kwargs["auth_url"] = auth_url  # keystoneauth logs in: a session, confirmed by Keystone
+            elif auth_url is None and client_kwargs.get("auth_token") and client_kwargs.get("auth_url") and not rescoping:
+                auth_url = client_kwargs.pop("auth_url")  # a bare token: passed through, validated for the scope
             if timeout is not None and "session" not in client_kwargs and not client_kwargs.get("auth_url"):
                 import requests
 
@@ -466,7 +493,13 @@ class CachedMistralClient:
         self.cache = cache
         self.http_client = _http_client(client)
         install_timeout(getattr(self.http_client, "session", None), timeout)
-        self.scope = scope_of(client, scope)
+        self.mistral_url = str(getattr(self.http_client, "base_url", "") or "")
+        self.auth_url = auth_url
+        self.admin_roles = frozenset(admin_roles)
+        self.identity_ttl = min(float(identity_ttl), MAX_IDENTITY_TTL)
+        self._static_scope: str | None = None
+        self._identity_kind = self._choose_identity(scope)
+        self._memo: tuple[Any, Identity, str] | None = None
         self.policies = make_policies(policies)
         self.retry: tenacity.BaseRetrying | None = default_retry() if retry == "default" else retry  # type: ignore[assignment]
         self._managers: dict[str, CachedManager] = {}
@@ -477,21 +510,102 @@ class CachedMistralClient:
                 self._managers[name] = manager
                 setattr(self, name, manager)
 
+    def _choose_identity(self, explicit: str | None) -> str:
+        """How this client's scope is known: explicit, anonymous, session or token."""
+        http, url = self.http_client, self.mistral_url
+        session = getattr(http, "session", None)
+        if explicit is not None:
+            self._static_scope = scope_for(explicit, url)
+            return "explicit"
+        if _is_requests_session(session):
+            if not getattr(http, "auth_token", None):
+                # No credentials: Mistral answers (auth off) as "<default-project>", or refuses (401).
+                self._static_scope = scope_for(DEFAULT_PROJECT, url)
+                return "anonymous"
+            if not self.auth_url:
+                raise ConfigurationError(
+                    "CachedMistralClient: an auth_token without auth_url has no verifiable project; pass "
+                    "auth_url= (the Keystone that issued it) or scope= (the tenant, if you vouch for it)"
+                )
+            return "token"
+        if getattr(session, "auth", None) is None:
+            self._static_scope = scope_for(DEFAULT_PROJECT, url)
+            return "anonymous"
+        self._session_identity = SessionIdentity(session, admin_roles=self.admin_roles, ttl=self.identity_ttl)
+        return "session"
+
+    def identity(self) -> Identity | None:
+        """The verified identity behind the scope now (None: explicit/anonymous, or unconfirmed)."""
+        kind = self._identity_kind
+        if kind == "session":
+            return self._session_identity.current()
+        if kind == "token":
+            token = self.http_client.auth_token
+            memo = self._memo
+            if memo is not None and memo[0] is token and time.monotonic() < memo[1].trusted_until:
+                return memo[1]
+            if not token:
+                return None
+            timeout = getattr(getattr(self.http_client, "session", None), "_mistral_cache_timeout", None) or DEFAULT_TIMEOUT
+            identity = TOKENS.lookup(token, str(self.auth_url), admin_roles=self.admin_roles, ttl=self.identity_ttl, timeout=timeout)
+            self._memo = None if identity is None else (token, identity, scope_for(identity.project_id, self.mistral_url, admin=identity.admin))
+            return identity
+        return None
+
+    def _verified_scope(self) -> str | None:
+        """The scope of the identity Keystone confirms now, None if it confirms none."""
+        if self._identity_kind == "token":
+            memo = self._memo
+            if memo is not None and memo[0] is self.http_client.auth_token and time.monotonic() < memo[1].trusted_until:
+                return memo[2]
+        identity = self.identity()
+        if identity is None:
+            return self._static_scope
+        if self._identity_kind == "token" and self._memo is not None:
+            return self._memo[2]
+        return scope_for(identity.project_id, self.mistral_url, admin=identity.admin)
+
+    @property
+    def scope(self) -> str | None:
+        """The scope reads are cached under now (None: identity not confirmed, nothing cached)."""
+        return self._static_scope or self._verified_scope()
+
     def __getattr__(self, item: str) -> Any:
         return getattr(self.client, item)
 
     def __repr__(self) -> str:
-        return f"<CachedMistralClient scope={self.scope!r} cache={self.cache!r}>"
+        return f"<CachedMistralClient identity={self._identity_kind} cache={self.cache!r}>"
 
     def invalidate(self, *tags: str) -> None:
         """Invalidate tags of this scope: ``"workflows"`` (every workflow entry),
         ``"executions|list"``, ``"executions|id:<uuid>"``..."""
-        if tags:
-            self.cache.invalidate_tags(*(f"{self.scope}|{t}" for t in tags))
+        scope = self.scope
+        if tags and scope is not None:
+            self.cache.invalidate_tags(*(f"{scope}|{t}" for t in tags))
 
     def invalidate_all(self) -> None:
         """Forget every entry of this scope, of every manager."""
         self.invalidate(*self.MANAGERS)
+
+    def _invalidate_after_write(self, tags: list[str], result: Any) -> None:
+        """A write changes what its project's members see and what every admin sees:
+        invalidate both scopes (and, for an admin writing into another project, that
+        project's, when the result names it)."""
+        if not tags:
+            return
+        scopes = set()
+        if self._identity_kind in ("session", "token"):
+            identity = self.identity()
+            if identity is None:
+                return  # Keystone refused the caller: the server refused the write too
+            scopes.add(scope_for(identity.project_id, self.mistral_url))
+            scopes.add(scope_for(identity.project_id, self.mistral_url, admin=True))
+            owner_project = getattr(result, "project_id", None)
+            if isinstance(owner_project, str) and owner_project:
+                scopes.add(scope_for(owner_project, self.mistral_url))
+        elif self._static_scope is not None:
+            scopes.add(self._static_scope)
+        self.cache.invalidate_tags(*(f"{scope}|{t}" for scope in sorted(scopes) for t in tags))
 
     def _rebuild(self, manager: CachedManager, cls: Any, value: Any) -> Any:
         if is_not_found(value):

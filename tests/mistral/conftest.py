@@ -11,9 +11,13 @@ with the script's output and the server log's tail: nothing is skipped.
 """
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
+import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -104,3 +108,188 @@ def mistral_client(mistral_url):
     from mistralclient.api import client
 
     return client.client(mistral_url=mistral_url)
+
+
+# -- Keystone and an authenticated Mistral ---------------------------------------
+# ``keystone``: ``$OS_AUTH_URL`` (admin password in ``$OS_PASSWORD``, user ``admin`` of
+# project ``admin``, as keystone-manage bootstrap makes them) when set; otherwise
+# ``scripts/keystone-server install`` and ``start`` on a free port (SQLite, fernet keys
+# and a random admin password in a private workdir). ``auth_mistral_url``:
+# ``$MISTRAL_AUTH_URL`` when set (or ``$MISTRAL_URL`` when ``$OS_AUTH_URL`` is set too:
+# that server is the Keystone-backed one); otherwise ``scripts/mistral-server start
+# --keystone-url ...``. Passwords travel in files and request bodies, never in argv.
+KEYSTONE_SCRIPT = REPO / "scripts" / "keystone-server"
+SETUP_SECONDS: dict[str, float] = {}
+
+
+def _run(script: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(script), *args]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(REPO), check=False)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"`{' '.join(cmd)}` did not finish in {timeout}s\n{e.stdout or ''}{e.stderr or ''}", pytrace=False)
+
+
+class Keystone:
+    """A Keystone v3 endpoint and an admin session on it."""
+
+    def __init__(self, url: str, password_file: Path) -> None:
+        from keystoneauth1 import session
+        from keystoneauth1.identity import v3
+
+        self.url = url.rstrip("/")
+        self.password_file = password_file
+        password = password_file.read_text().splitlines()[0].strip()
+        self.admin = session.Session(auth=v3.Password(
+            auth_url=self.url, username="admin", password=password, project_name="admin",
+            user_domain_name="Default", project_domain_name="Default",
+        ))
+        self.admin_project_id = self.admin.get_project_id()
+        self.roles = {r["name"]: r["id"] for r in self.get("/roles")["roles"]}
+
+    def get(self, path: str) -> dict:
+        resp = self.admin.get(self.url + path)
+        return resp.json()
+
+    def post(self, path: str, body: dict) -> dict:
+        resp = self.admin.post(self.url + path, json=body)
+        return resp.json()
+
+    def put(self, path: str) -> None:
+        self.admin.put(self.url + path)
+
+    def revoke(self, token: str) -> None:
+        self.admin.delete(self.url + "/auth/tokens", headers={"X-Subject-Token": token})
+
+
+@pytest.fixture(scope="session")
+def keystone(tmp_path_factory) -> Keystone:
+    _bypass_proxy_for_loopback()
+    url = os.environ.get("OS_AUTH_URL")
+    if url:
+        password = os.environ.get("OS_PASSWORD")
+        if not password:
+            pytest.fail("OS_AUTH_URL is set: OS_PASSWORD must hold the admin password", pytrace=False)
+        path = tmp_path_factory.mktemp("keystone-admin") / "admin-password"
+        fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        yield Keystone(url, path)
+        return
+    t0 = time.monotonic()
+    installed = _run(KEYSTONE_SCRIPT, "install", timeout=INSTALL_TIMEOUT)
+    if installed.returncode != 0:
+        _fail("scripts/keystone-server install", installed)
+    SETUP_SECONDS["keystone install"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    workdir = tmp_path_factory.mktemp("keystone-server")
+    location = ["--port", str(_free_port()), "--workdir", str(workdir)]
+    started = _run(KEYSTONE_SCRIPT, "start", *location, timeout=START_TIMEOUT)
+    if started.returncode != 0:
+        _run(KEYSTONE_SCRIPT, "stop", *location, timeout=60)
+        _fail("scripts/keystone-server start", started)
+    SETUP_SECONDS["keystone start"] = time.monotonic() - t0
+    try:
+        yield Keystone(started.stdout.strip().splitlines()[-1], workdir / "admin-password")
+    finally:
+        stopped = _run(KEYSTONE_SCRIPT, "stop", *location, timeout=60)
+        if stopped.returncode != 0:
+            sys.stderr.write(stopped.stdout + stopped.stderr)
+
+
+@pytest.fixture(scope="session")
+def auth_mistral_url(keystone, tmp_path_factory):
+    url = os.environ.get("MISTRAL_AUTH_URL") or (os.environ.get("OS_AUTH_URL") and os.environ.get("MISTRAL_URL"))
+    if url:
+        yield url.rstrip("/")
+        return
+    installed = _run_script("install", timeout=INSTALL_TIMEOUT)
+    if installed.returncode != 0:
+        _fail("scripts/mistral-server install", installed)
+    t0 = time.monotonic()
+    backend = os.environ.get("MISTRAL_BACKEND", "auto")
+    workdir = tmp_path_factory.mktemp("mistral-auth-server")
+    location = ["--port", str(_free_port()), "--workdir", str(workdir)]
+    started = _run_script(
+        "start", "--backend", backend, *location, "--keystone-url", keystone.url,
+        "--keystone-password-file", str(keystone.password_file), timeout=START_TIMEOUT,
+    )
+    if started.returncode != 0:
+        _run_script("stop", *location, timeout=60)
+        _fail(f"scripts/mistral-server start --backend {backend} --keystone-url ...", started)
+    SETUP_SECONDS["authenticated mistral start"] = time.monotonic() - t0
+    try:
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        stopped = _run_script("stop", *location, timeout=120)
+        if stopped.returncode != 0:
+            sys.stderr.write(stopped.stdout + stopped.stderr)
+
+
+@dataclass
+class User:
+    name: str
+    password: str = field(repr=False)
+    project_id: str
+    role: str
+    keystone: Keystone = field(repr=False)
+
+    def session(self):
+        """A keystoneauth session logged in as this user, scoped to its project."""
+        from keystoneauth1 import session
+        from keystoneauth1.identity import v3
+
+        return session.Session(auth=v3.Password(
+            auth_url=self.keystone.url, username=self.name, password=self.password, project_id=self.project_id,
+            user_domain_name="Default",
+        ))
+
+    def token(self) -> str:
+        """A new token (a fresh login each call: what a token refresh gives)."""
+        return self.session().get_token()
+
+
+@dataclass
+class Tenants:
+    """Two projects A and B, each with a member and a reader, a member of the admin's
+    own project, and the admin (role admin in project admin)."""
+
+    a_member: User
+    a_reader: User
+    b_member: User
+    b_reader: User
+    admin_project_member: User
+    admin: User
+
+
+@pytest.fixture(scope="session")
+def tenants(keystone) -> Tenants:
+    suffix = uuid.uuid4().hex[:8]
+
+    def project(name: str) -> str:
+        return keystone.post("/projects", {"project": {"name": f"{name}-{suffix}", "domain_id": "default"}})["project"]["id"]
+
+    def user(name: str, project_id: str, role: str) -> User:
+        password = secrets.token_urlsafe(16)
+        # A default project, else a token + auth_url re-authenticates to an unscoped token (DESIGN.md section 5).
+        created = keystone.post("/users", {"user": {
+            "name": f"{name}-{suffix}", "domain_id": "default", "password": password, "default_project_id": project_id,
+        }})["user"]
+        keystone.put(f"/projects/{project_id}/users/{created['id']}/roles/{keystone.roles[role]}")
+        return User(created["name"], password, project_id, role, keystone)
+
+    a, b = project("tenant-a"), project("tenant-b")
+    admin_password = keystone.password_file.read_text().splitlines()[0].strip()
+    return Tenants(
+        a_member=user("a-member", a, "member"), a_reader=user("a-reader", a, "reader"),
+        b_member=user("b-member", b, "member"), b_reader=user("b-reader", b, "reader"),
+        admin_project_member=user("admin-member", keystone.admin_project_id, "member"),
+        admin=User("admin", admin_password, keystone.admin_project_id, "admin", keystone),
+    )
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if SETUP_SECONDS:
+        terminalreporter.write_line(
+            "authenticated Mistral set-up: " + ", ".join(f"{k} {v:.1f}s" for k, v in SETUP_SECONDS.items())
+        )

@@ -23,7 +23,7 @@ from mistralclient.api.v2.workflows import Workflow
 
 from mistral_cache import Cache
 from mistral_cache.adaptive import adaptive
-from mistral_cache.mistral import CachedMistralClient, is_transient, policies
+from mistral_cache.mistral import DEFAULT_PROJECT, CachedMistralClient, is_transient, policies, scope_for
 
 FINAL = ("SUCCESS", "ERROR", "CANCELLED")
 
@@ -457,13 +457,17 @@ def test_two_scopes_sharing_one_redis_never_see_each_other(mistral_url, raw, cac
         a.workflows.get(name, namespace=ns)
 
 
-def test_default_scope_is_the_project(mistral_url):
+def test_without_credentials_the_scope_is_mistrals_default_project(mistral_url):
+    """No credentials: Mistral (auth off) puts every request in "<default-project>", and
+    so does the facade; a claimed project_id proves nothing and is not a scope."""
     plain = CachedMistralClient(new_client(mistral_url), cache=Cache())
-    assert plain.scope.startswith("default@")
-    tenant = CachedMistralClient(mistral_client_module.client(mistral_url=mistral_url, project_id="p-123"), cache=Cache())
-    assert tenant.scope.startswith("p-123@")
+    assert plain.scope == scope_for(DEFAULT_PROJECT, mistral_url)
+    claimed = CachedMistralClient(mistral_client_module.client(mistral_url=mistral_url, project_id="p-123"), cache=Cache())
+    assert claimed.scope == plain.scope
     built = CachedMistralClient(mistral_url=mistral_url, cache=Cache(), project_id="p-9")
-    assert built.scope.startswith("p-9@") and built.actions.get("std.noop").name == "std.noop"
+    assert built.scope == plain.scope and built.actions.get("std.noop").name == "std.noop"
+    explicit = CachedMistralClient(new_client(mistral_url), cache=Cache(), scope="p-9")
+    assert explicit.scope == scope_for("p-9", mistral_url) != plain.scope
 
 
 def test_policies():
