@@ -56,7 +56,10 @@ State (``"ad"`` in the envelope meta: last hash, last check time, decayed
 exposure, prior weight, a small histogram of changed intervals, the last TTL
 and the expiry-to-read waits) lives in Redis, so every
 process learns from every recompute; without Redis (or when the entry is gone)
-it falls back to a bounded in-process table. Nothing runs on a hit.
+it falls back to a bounded in-process table. Nothing runs on a hit. A state read
+from Redis is checked field by field before use: anyone who can write to Redis can
+plant one, so a malformed state is no state (counted as ``corrupt`` and as
+``malformed_states``, logged), never an exception to the caller.
 """
 
 from __future__ import annotations
@@ -335,6 +338,52 @@ def data_rate(state: dict[str, Any]) -> float:
     return -math.log((n - k + 0.5) / (n + 0.5)) * n / span
 
 
+_MAX_BINS = 256  # half-octave bins from 1e-6 s up span ~130; more is not our writing
+_MAX_NUMBER = 1e15  # counts, exposures and durations stay far below; bigger ones overflow the maths
+
+
+def _number(x: Any) -> bool:
+    """A finite, non-negative, not absurd JSON number (``True`` is not a number here)."""
+    return type(x) in (int, float) and 0 <= x <= _MAX_NUMBER
+
+
+def _checked_state(state: Any) -> tuple[dict[str, Any] | None, str]:
+    """``state`` as read from an entry's meta, or None and why it is unusable.
+
+    Redis is writable by more than this library: every field the maths reads is
+    checked for type and range, so no planted state can raise or poison the estimate.
+    """
+    if not isinstance(state, dict):
+        return None, f"a {type(state).__name__}, not an object"
+    missing = [f for f in ("h", "t", "u", "c", "n", "k") if f not in state]
+    if missing:
+        return None, f"missing {', '.join(missing)}"
+    h, t = state["h"], state["t"]
+    if not (h is None or (isinstance(h, str) and len(h) <= 1024)):
+        return None, "bad h"
+    if not (t is None or (type(t) in (int, float) and math.isfinite(t))):
+        return None, "bad t"
+    for f in ("u", "n", "k"):
+        if not _number(state[f]):
+            return None, f"bad {f}"
+    if state["k"] > state["n"]:
+        return None, "more changes than checks"
+    for f in ("w", "a", "gs", "gn"):  # absent in older states; never null
+        if f in state and not _number(state[f]):
+            return None, f"bad {f}"
+    for f in ("r", "T"):  # null until learnt
+        if state.get(f) is not None and not _number(state[f]):
+            return None, f"bad {f}"
+    bins = state["c"]
+    if not isinstance(bins, dict) or len(bins) > _MAX_BINS:
+        return None, "bad c"
+    for b, pair in bins.items():
+        if not (isinstance(b, str) and len(b) <= 8 and isinstance(pair, list) and len(pair) == 2
+                and _number(pair[0]) and _number(pair[1])):
+            return None, "bad c bin"
+    return dict(state), ""
+
+
 def _compact(state: dict[str, Any]) -> dict[str, Any]:
     out = dict(state)
     for k in ("u", "w", "n", "k", "a", "gs", "gn", "T"):
@@ -347,12 +396,13 @@ def _compact(state: dict[str, Any]) -> dict[str, Any]:
 
 
 class _FnStats:
-    __slots__ = ("observations", "changes", "moves", "keys", "learnt", "rate_sum")
+    __slots__ = ("observations", "changes", "moves", "malformed", "keys", "learnt", "rate_sum")
 
     def __init__(self) -> None:
         self.observations = 0
         self.changes = 0
         self.moves = 0
+        self.malformed = 0  # states read from Redis that failed their checks
         self.keys: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self.learnt: dict[str, float] = {}  # rate of each tracked key that has been checked at least once
         self.rate_sum = 0.0
@@ -438,6 +488,7 @@ class Adaptive:
         self.family_min = family_prior
         self._lock = threading.Lock()
         self._fns: dict[str, _FnStats] = {}
+        self._bound: dict[str, Stats] = {}  # the engine counters of each function (last bound wins)
         self._local: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
 
     def __repr__(self) -> str:
@@ -466,33 +517,30 @@ class Adaptive:
         engine.stats = stats
         with self._lock:
             self._fns.setdefault(engine.name, _FnStats())
+            self._bound[engine.name] = stats
 
     def decide(self, value: Any, *, key: str, meta: dict[str, Any] | None, now: float, name: str) -> tuple[float, dict[str, Any], float]:
-        """On a recompute: learn from the previous entry's state, choose the TTL."""
-        state = meta.get(META_KEY) if meta else None
-        if not isinstance(state, dict) or "c" not in state:
+        """On a recompute: learn from the previous entry's state, choose the TTL.
+        A malformed state in ``meta`` counts as none (see :func:`_checked_state`)."""
+        raw = meta.get(META_KEY) if isinstance(meta, dict) else None
+        state, why = _checked_state(raw) if raw is not None else (None, "")
+        if why:
+            self._malformed(name, key, why)
+        if state is None:
             with self._lock:
                 local = self._local.get((name, key))
             state = dict(local) if local is not None else new_state()
-        else:
-            state = dict(state)
-        state.setdefault("w", 1.0)
         with self._lock:
             fs = self._fns.get(name)
             family = fs.family_rate(self.family_min) if fs is not None and self.family_min else None
-        state["c"] = {b: list(v) for b, v in state["c"].items()}
         digest = self.hasher(value)
-        changed = None
-        if state["h"] is not None and state["t"] is not None and now > state["t"]:
-            changed = digest != state["h"]
-            observe(state, changed, now - state["t"], self.decay)
-        if state.get("T") is not None and state["t"] is not None and now >= state["t"] + state["T"]:
-            # The wait from expiry to the next recompute is a sample of the wait for the next read.
-            state["gs"] = state.get("gs", 0.0) * self.decay + (now - state["t"] - state["T"])
-            state["gn"] = state.get("gn", 0.0) * self.decay + 1
-        state["h"], state["t"] = digest, now
-        lam = rate_of(state, self.a0, 1.0 / family if family else self.prior_interval)
-        state["r"] = lam
+        try:
+            changed, lam = self._learn(state, digest, now, family)
+        except (ArithmeticError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            # Checked fields in a combination the maths cannot take: start afresh.
+            self._malformed(name, key, f"{type(exc).__name__}: {exc}")
+            state = new_state()
+            changed, lam = self._learn(state, digest, now, family)
         # Log against the rate last reported (not the last recompute's), so a
         # drift by a large factor is reported however gradual it was.
         anchor = state.get("a") or lam
@@ -511,6 +559,37 @@ class Adaptive:
         state = _compact(state)
         self._record(name, key, state, changed, anchor if moved else None, lam, ttl)
         return ttl, {META_KEY: state}, retain
+
+    def _learn(self, state: dict[str, Any], digest: str, now: float, family: float | None) -> tuple[bool | None, float]:
+        """Fold this recompute into ``state`` (in place): (changed since the last check?, rate)."""
+        state.setdefault("w", 1.0)
+        state["c"] = {b: list(v) for b, v in state["c"].items()}
+        changed = None
+        if state["h"] is not None and state["t"] is not None and now > state["t"]:
+            changed = digest != state["h"]
+            observe(state, changed, now - state["t"], self.decay)
+        if state.get("T") is not None and state["t"] is not None and now >= state["t"] + state["T"]:
+            # The wait from expiry to the next recompute is a sample of the wait for the next read.
+            state["gs"] = (state.get("gs") or 0.0) * self.decay + (now - state["t"] - state["T"])
+            state["gn"] = (state.get("gn") or 0.0) * self.decay + 1
+        state["h"], state["t"] = digest, now
+        lam = rate_of(state, self.a0, 1.0 / family if family else self.prior_interval)
+        if not math.isfinite(lam) or lam < 0:
+            raise ArithmeticError(f"rate {lam!r}")
+        state["r"] = lam
+        return changed, lam
+
+    def _malformed(self, name: str, key: str, why: str) -> None:
+        """Count (per function and as ``corrupt``) and log a state that cannot be used."""
+        with self._lock:
+            fs = self._fns.get(name)
+            if fs is None:
+                fs = self._fns[name] = _FnStats()
+            fs.malformed += 1
+            bound = self._bound.get(name)
+        if bound is not None:
+            bound.corrupt += 1
+        log.warning("%s: key %s: ignoring a malformed adaptive state in Redis (%s)", name, key, why[:200])
 
     def _record(self, name: str, key: str, state: dict[str, Any], changed: bool | None,
                 old: float | None, lam: float, ttl: float) -> None:
@@ -561,6 +640,7 @@ class Adaptive:
                     "observations": fs.observations,
                     "changes": fs.changes,
                     "large_moves": fs.moves,
+                    "malformed_states": fs.malformed,
                     "keys": len(fs.keys),
                     "change_interval": _quantiles(intervals),
                     "ttl": _quantiles(ttls),

@@ -7,6 +7,14 @@ for policies such as adaptive TTLs), then the payload. Later features read the
 header, so adding them needs no format change. Bytes that do not parse, carry
 another version, or fail their HMAC are rejected as a whole: the caller sees a
 miss, never an exception and never an unpickled foreign object.
+
+With a secret, the HMAC covers the full Redis key (namespace included) as well as
+header (write id, times), meta (generations) and payload, so a signed entry copied
+to another key or namespace does not verify. It does not cover *when* the entry
+may be read: an old entry of the same key written back verifies; only the signed
+generations in its meta (a tag or namespace bump) or its own TTL retire it.
+Sizes are bounded both ways: ``max_value_size`` limits the serialised payload
+before compression, and decoding inflates no further than that.
 """
 
 from __future__ import annotations
@@ -31,10 +39,15 @@ HEADER_SIZE = _HEADER.size
 #: Offset and length of the write id, which the conditional-write Lua script compares.
 WRITE_ID_OFFSET, WRITE_ID_SIZE = 4, 8
 _SIG_SIZE = 32
+#: Prefix of every HMAC input: the scheme (key-bound, v2) is part of what is signed.
+_SIG_DOMAIN = b"mistral_cache/entry/v2\0"
 
 F_COMPRESSED = 0x01
 F_SIGNED = 0x02
 F_TOMBSTONE = 0x04
+#: Signed over the Redis key too. Entries signed before keys were bound lack it and are
+#: refused: their HMAC verifies for any key, so accepting them would undo the binding.
+F_KEYED = 0x08
 
 
 @runtime_checkable
@@ -159,8 +172,23 @@ class Envelope:
         return self.created_at + self.ttl
 
 
+def _key_bytes(key: bytes | str | None, where: str) -> bytes:
+    if isinstance(key, str):
+        return key.encode("utf-8", "surrogatepass")
+    if isinstance(key, bytes):
+        return key
+    raise TypeError(f"Codec.{where}: a signing codec needs key= (the full Redis key, namespace included), "
+                    f"got {key!r}")
+
+
 class Codec:
-    """Packs values into envelopes and back: serialiser, compression, signature, size limit."""
+    """Packs values into envelopes and back: serialiser, compression, signature, size limit.
+
+    With ``secret=`` every entry is signed, whatever the serialiser (opt-in for JSON
+    and msgpack, required for pickle), and ``encode``/``decode`` require ``key=``, the
+    full Redis key the entry lives under: a call site that forgets it fails loudly
+    (TypeError) instead of making every read a miss.
+    """
 
     def __init__(
         self,
@@ -179,12 +207,18 @@ class Codec:
                 "it needs secret= (an HMAC key) so tampered bytes are rejected"
             )
         self._secret = secret or None
+        # Keyed once; each signature copies it (cheaper than re-deriving the pads per entry).
+        self._mac = hmac.new(self._secret, digestmod=hashlib.sha256) if self._secret else None
         self.compress_threshold = compress_threshold
         self.max_value_size = max_value_size
 
-    def _sign(self, data: bytes) -> bytes:
-        assert self._secret is not None
-        return hmac.new(self._secret, data, hashlib.sha256).digest()
+    def _sign(self, key: bytes, body: bytes | memoryview) -> bytes:
+        """HMAC over domain, length-prefixed key, then the body: no (key, body) split is ambiguous."""
+        assert self._mac is not None
+        mac = self._mac.copy()
+        mac.update(_SIG_DOMAIN + len(key).to_bytes(4, "big") + key)
+        mac.update(body)
+        return mac.digest()
 
     def encode(
         self,
@@ -195,8 +229,12 @@ class Codec:
         compute_time: float = 0.0,
         meta: dict[str, Any] | None = None,
         tombstone: bool = False,
+        key: bytes | str | None = None,
     ) -> bytes:
-        """Raises SerializationError (unserialisable) or ValueError (over ``max_value_size``)."""
+        """Raises SerializationError (unserialisable) or ValueError (over ``max_value_size``,
+        counted before compression: that is what a reader holds in memory). ``key``: the
+        full Redis key the entry is written to; required when signing (TypeError)."""
+        bkey = _key_bytes(key, "encode") if self._mac is not None else b""
         flags = 0
         if tombstone:
             payload = b""
@@ -208,50 +246,70 @@ class Codec:
                 raise SerializationError(
                     f"{self.serializer.name} cannot serialise a {type(value).__qualname__}: {exc}"
                 ) from exc
+            limit = self.max_value_size
+            if limit is not None and len(payload) > limit:
+                raise ValueError(f"value of {len(payload)} bytes exceeds max_value_size={limit}")
             if self.compress_threshold is not None and len(payload) > self.compress_threshold:
                 payload = zlib.compress(payload, 1)
                 flags |= F_COMPRESSED
-            if self.max_value_size is not None and len(payload) > self.max_value_size:
-                raise ValueError(f"value of {len(payload)} bytes exceeds max_value_size={self.max_value_size}")
         meta_bytes = json.dumps(meta, separators=(",", ":")).encode() if meta else b""
-        if self._secret:
-            flags |= F_SIGNED
+        if self._mac is not None:
+            flags |= F_SIGNED | F_KEYED
         head = _HEADER.pack(
             MAGIC, FORMAT_VERSION, flags, os.urandom(WRITE_ID_SIZE),
             created_at, ttl, compute_time, len(meta_bytes),
         )
         body = head + meta_bytes + payload
-        return body + self._sign(body) if self._secret else body
+        return body + self._sign(bkey, body) if self._mac is not None else body
 
-    def decode(self, data: bytes) -> Envelope:
-        """Raises SerializationError for anything that is not a valid envelope of ours."""
+    def decode(self, data: bytes, *, key: bytes | str | None = None) -> Envelope:
+        """Raises SerializationError for anything that is not a valid envelope of ours,
+        including a signed entry read from another key than ``key`` (required when
+        signing: TypeError) and a payload larger than ``max_value_size`` once inflated."""
+        bkey = _key_bytes(key, "decode") if self._mac is not None else b""
         if len(data) < HEADER_SIZE:
             raise SerializationError("truncated entry")
         magic, version, flags, write_id, created, ttl, compute, meta_len = _HEADER.unpack_from(data)
         if magic != MAGIC or version != FORMAT_VERSION:
             raise SerializationError(f"foreign entry (magic {magic!r}, version {version})")
-        if self._secret:
-            if not flags & F_SIGNED or len(data) < HEADER_SIZE + meta_len + _SIG_SIZE:
+        end = HEADER_SIZE + meta_len
+        stop = len(data)
+        if self._mac is not None:
+            if not flags & F_SIGNED or stop < end + _SIG_SIZE:
                 raise SerializationError("unsigned entry where a signature is required")
-            body, sig = data[:-_SIG_SIZE], data[-_SIG_SIZE:]
-            if not hmac.compare_digest(sig, self._sign(body)):
-                raise SerializationError("signature mismatch: entry tampered with or written with another key")
+            if not flags & F_KEYED:
+                raise SerializationError("entry signed without its key (written by an older version): refused")
+            stop -= _SIG_SIZE
+            if not hmac.compare_digest(data[stop:], self._sign(bkey, memoryview(data)[:stop])):
+                raise SerializationError("signature mismatch: tampered with, moved from another key or "
+                                         "namespace, or written with another secret")
         elif flags & F_SIGNED:
             raise SerializationError("signed entry but this cache has no secret")
-        else:
-            body = data
-        end = HEADER_SIZE + meta_len
-        if len(body) < end:
+        elif stop < end:
             raise SerializationError("truncated entry")
         try:
-            meta = json.loads(body[HEADER_SIZE:end]) if meta_len else {}
+            meta = json.loads(data[HEADER_SIZE:end]) if meta_len else {}
             if flags & F_TOMBSTONE:
                 value = None
             else:
-                payload = body[end:]
-                if flags & F_COMPRESSED:
-                    payload = zlib.decompress(payload)
-                value = self.serializer.loads(payload)
+                value = self.serializer.loads(self._payload(data[end:stop], flags))
+        except SerializationError:
+            raise
         except Exception as exc:
             raise SerializationError(f"corrupt entry: {exc!r}") from exc
         return Envelope(value, created, ttl, compute, meta, write_id, bool(flags & F_TOMBSTONE))
+
+    def _payload(self, payload: bytes, flags: int) -> bytes:
+        """The serialised value, inflated no further than ``max_value_size`` (a planted
+        few-KB zlib stream would otherwise become gigabytes in the reader)."""
+        limit = self.max_value_size
+        if flags & F_COMPRESSED:
+            if limit is None:
+                return zlib.decompress(payload)
+            inflater = zlib.decompressobj()
+            payload = inflater.decompress(payload, limit + 1)
+            if len(payload) <= limit and not inflater.eof:
+                raise SerializationError("truncated compressed payload")
+        if limit is not None and len(payload) > limit:
+            raise SerializationError(f"payload over max_value_size={limit}")
+        return payload

@@ -4,6 +4,10 @@ A hit is one dict operation under a lock and a clock comparison; no I/O.
 The tier also remembers recent invalidations, so a value read or computed
 *before* an invalidation arrived is not stored *after* it (the classic
 read/invalidate race that otherwise pins a stale value until its TTL).
+
+By default it is bounded twice: by entry count and by an estimate of the bytes its
+values hold (:data:`DEFAULT_MAX_BYTES`), so a few huge values cannot take the
+process's memory however few entries they are.
 """
 
 from __future__ import annotations
@@ -12,9 +16,13 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from itertools import chain
 from typing import Any
 
 from cachetools import LRUCache
+
+#: The byte bound a tier gets when none is given (``max_bytes=None``); ``max_bytes=0`` removes it.
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 
 class LocalEntry:
@@ -73,11 +81,19 @@ _RECENT = 4096  # invalidations remembered for the fill race
 
 
 class LocalTier:
-    """Thread-safe, bounded by entry count (or by bytes with ``max_bytes``)."""
+    """Thread-safe and bounded. ``max_bytes=None``: ``maxsize`` entries and
+    :data:`DEFAULT_MAX_BYTES`; a number: that many bytes alone (as before a default
+    existed); ``0``: ``maxsize`` entries alone. Bytes are :func:`estimate_size` of
+    each value (or the size its filler passed, whichever is larger)."""
 
     name = "local"
 
     def __init__(self, maxsize: int = 4096, *, max_bytes: int | None = None) -> None:
+        self._max_count = 0
+        if max_bytes is None:
+            max_bytes = DEFAULT_MAX_BYTES  # read here, not as a default argument, so it can be tuned
+            self._max_count = maxsize
+        self.max_bytes = max_bytes
         if max_bytes:
             self._lru = _LRU(max_bytes, lambda e: e.size, self._evicted)
         else:
@@ -144,6 +160,10 @@ class LocalTier:
         return any(self._recent.get("#" + t, -1) > since for t in tags)
 
     def put(self, key: str, entry: LocalEntry, since: int | None = None) -> bool:
+        if self.max_bytes:
+            # Fillers pass 1 (a Redis hit) or the encoded, maybe compressed, size: neither is
+            # what the decoded value holds. Estimated outside the lock; only fills pay it.
+            entry.size = max(entry.size, estimate_size(entry.value))
         with self._lock:
             if since is not None and self._invalidated_since(key, entry.tags, since):
                 return False
@@ -156,6 +176,8 @@ class LocalTier:
                 return False
             for tag in entry.tags:
                 self._by_tag.setdefault(tag, set()).add(key)
+            while self._max_count and len(self._lru) > self._max_count:
+                self._lru.popitem()
             return True
 
     def _note(self, name: str) -> None:
@@ -196,3 +218,57 @@ class LocalTier:
 def approx_size(value: Any) -> int:
     """A cheap size estimate for values that were never serialised (local-only caches)."""
     return sys.getsizeof(value)
+
+
+_SAMPLE = 32  # children measured per container; the others are assumed alike
+_NODES = 1024  # containers measured per value at most: bounded work whatever its shape
+_LEAVES = frozenset((str, bytes, bytearray, int, float, complex, bool, type(None)))
+
+
+def estimate_size(value: Any) -> int:
+    """Bytes a decoded value holds, roughly: ``sys.getsizeof`` over its containers
+    (dict, list, tuple, set, an object's ``__dict__``), sampling at most ``_SAMPLE``
+    evenly spaced children of each and ``_NODES`` containers in all, so the cost
+    stays bounded. Shared objects count each time they appear (an overestimate).
+    Never raises: a value that resists measuring counts what was measured."""
+    size, leaves = sys.getsizeof, _LEAVES
+    total = 0.0
+    stack: list[tuple[Any, float]] = [(value, 1.0)]
+    budget = _NODES
+    try:
+        total = size(value)
+        while stack and budget > 0:
+            obj, weight = stack.pop()
+            budget -= 1
+            children: Any
+            if isinstance(obj, dict):
+                n = len(obj)
+                items = obj.items() if n <= _SAMPLE else list(obj.items())
+                children = list(chain.from_iterable(items if n <= _SAMPLE else _spread(items, n)))
+            elif isinstance(obj, (list, tuple)):
+                n = len(obj)
+                children = obj if n <= _SAMPLE else _spread(obj, n)
+            elif isinstance(obj, (set, frozenset)):
+                n = len(obj)
+                children = obj if n <= _SAMPLE else _spread(list(obj), n)
+            elif type(obj) not in leaves:
+                attrs = getattr(obj, "__dict__", None)
+                if isinstance(attrs, dict):
+                    total += size(attrs) * weight
+                    stack.append((attrs, weight))
+                continue
+            else:
+                continue
+            if n > _SAMPLE:
+                weight = weight * n / _SAMPLE
+            # Every child's own size now (C-level loop); containers are opened later.
+            total += sum(map(size, children)) * weight
+            stack.extend([(c, weight) for c in children if type(c) not in leaves])
+    except Exception:  # noqa: S110 - a size estimate must not fail a fill
+        pass
+    return int(total)
+
+
+def _spread(seq: Any, n: int) -> list[Any]:
+    """``_SAMPLE`` evenly spaced items of a sequence of length ``n``."""
+    return [seq[i * n // _SAMPLE] for i in range(_SAMPLE)]
