@@ -18,53 +18,110 @@ then ``local_ttl`` bounds how long a local entry can be served.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from .exceptions import ConfigurationError
 from .stampede import SingleFlight
 from .tiers.local import LocalTier
 
 log = logging.getLogger("mistral_cache.coherence")
 
-SEP = "\x1f"
+SEP = "\x1f"  # the old framing's tag separator: a str payload of kind "t" is still split on it
 IDLE_PING = 5.0  # seconds without traffic before the listener PINGs
 PONG_TIMEOUT = 3.0  # seconds to wait for any reply before reconnecting (and flushing)
 
+#: Largest announcement sent or applied. A sender that would exceed it announces a
+#: local flush instead (always correct); a listener ignores anything larger, which
+#: only a crafted message can be, so one PUBLISH cannot pin the local tier's lock.
+MAX_MESSAGE = 64 * 1024
+#: Tags dropped per hold of the local tier's lock: hits wait for one chunk at most.
+TAG_CHUNK = 256
+#: What :func:`apply` returns for a message it could not read (counted by the listener).
+IGNORED = "!"
 
-def message(sender: str, kind: str, payload: str = "") -> str:
-    """``kind`` is ``k`` (one key), ``t`` (tags, SEP-joined) or ``c`` (clear)."""
-    return f"{sender}|{kind}|{payload}"
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
-def apply(local: LocalTier, data: str, own: str, flights: SingleFlight | None = None) -> str | None:
+def check_tag(tag: object) -> str:
+    """A tag fit to name a counter, be announced and be logged: a non-empty str
+    without control characters (which once broke the framing and can corrupt a
+    terminal). Raises :class:`ConfigurationError`."""
+    if not isinstance(tag, str) or not tag or _CONTROL.search(tag):
+        raise ConfigurationError(f"tags must be non-empty strings without control characters, got {tag!r}")
+    return tag
+
+
+def message(sender: str, kind: str, payload: str | Sequence[str] = "") -> str:
+    """A JSON array ``[sender, kind, payload]``, so no key or tag can forge a field.
+    ``kind`` is ``k`` (payload: one key), ``t`` (tags: a list, or a SEP-joined str)
+    or ``c`` (clear). One over :data:`MAX_MESSAGE` becomes ``c``: every local tier
+    flushes, which is always correct."""
+    body: str | list[str] = payload if isinstance(payload, str) else list(payload)
+    if kind == "t" and isinstance(body, str):
+        body = body.split(SEP)
+    data = json.dumps([sender, kind, body], separators=(",", ":"))  # ASCII: even lone surrogates travel
+    if len(data) > MAX_MESSAGE:
+        return json.dumps([sender, "c", ""], separators=(",", ":"))
+    return data
+
+
+def _parse(data: bytes | str) -> tuple[str, str, Any] | None:
+    """``(sender, kind, payload)``, or None for anything that is not a message we send."""
+    if len(data) > MAX_MESSAGE:
+        return None
+    try:
+        if data[:1] in (b"[", "["):
+            parsed = json.loads(data)
+            if isinstance(parsed, list) and len(parsed) == 3 and isinstance(parsed[0], str) and isinstance(parsed[1], str):
+                return parsed[0], parsed[1], parsed[2]
+            return None
+        # The old framing, from processes not yet upgraded: "sender|kind|payload".
+        text = data.decode() if isinstance(data, bytes) else data
+        sender, kind, payload = text.split("|", 2)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    return sender, kind, payload.split(SEP) if kind == "t" else payload
+
+
+def apply(local: LocalTier, data: bytes | str, own: str, flights: SingleFlight | None = None) -> str | None:
     """Apply one announcement to a local tier (and to ``flights``: a computation in
     flight began before the invalidation, so later callers must not join it);
-    returns its kind, or None if ignored."""
-    try:
-        sender, kind, payload = data.split("|", 2)
-    except ValueError:
-        log.warning("ignoring malformed invalidation message")
-        return None
+    returns its kind, None if not ours to apply, or :data:`IGNORED` if unreadable
+    (non-UTF-8, oversized, malformed: nothing we sent, so nothing is dropped)."""
+    parsed = _parse(data)
+    if parsed is None:
+        log.debug("ignoring an unreadable invalidation message (%d bytes)", len(data))
+        return IGNORED
+    sender, kind, payload = parsed
     if sender == own:
         return None  # our own change: already applied, and our fresh entry must stay
     if kind == "k":
+        if not isinstance(payload, str):
+            return IGNORED
         local.delete(payload)
         if flights is not None:
             flights.forget(payload)
-    elif kind in ("t", "c"):
-        if kind == "t":
-            local.delete_tags(payload.split(SEP))
-        else:
-            local.clear()
+    elif kind == "t":
+        if not isinstance(payload, list) or not all(isinstance(t, str) for t in payload):
+            return IGNORED
+        for i in range(0, len(payload), TAG_CHUNK):  # the lock is released between chunks
+            local.delete_tags(payload[i:i + TAG_CHUNK])
         if flights is not None:
             flights.forget_all()  # flights do not know their tags: forget them all
+    elif kind == "c":
+        local.clear()
+        if flights is not None:
+            flights.forget_all()
     else:
-        return None
+        return None  # a kind from a newer version
     return kind
 
 
@@ -94,6 +151,7 @@ class Listener:
         self._start_lock = threading.Lock()
         self.reconnects = 0
         self.received = 0
+        self.ignored = 0  # unreadable messages: crafted, never ours
 
     def ensure_started(self) -> None:
         if self._thread is not None and self._pid == os.getpid():
@@ -154,10 +212,11 @@ class Listener:
                         continue
                     last_seen, pinged_at = now, None
                     if msg.get("type") in ("message", "smessage"):
-                        data = msg["data"]
-                        kind = apply(self.local, data.decode() if isinstance(data, bytes) else data, self.sender, self.flights)
+                        kind = apply(self.local, msg["data"], self.sender, self.flights)  # never raises on bad bytes
                         self.received += 1
-                        if kind:
+                        if kind == IGNORED:
+                            self.ignored += 1
+                        elif kind:
                             self._event(kind)
             except Exception as exc:  # any failure: resubscribe after a backoff
                 if self._stop.is_set():

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
 import os
+import re
 import socket
 import statistics
 import sys
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import redis.exceptions as rex
 
 from .adaptive import _AdaptiveStats, merge_stats
+from .exceptions import ConfigurationError
 from .stats import COUNTERS, Histogram, Stats
 from .tiers.redis import FAILED, Keyspace, client_options, redact, sync_client_from_url, topology
 
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 SKEW_WARN_SECONDS = 0.5
+log = logging.getLogger("mistral_cache.ops")
 
 
 # -- statistics published by processes --------------------------------------
@@ -65,20 +70,58 @@ def _encode(stats: Stats) -> dict[str, Any]:
     }
 
 
+def _count(value: Any) -> int:
+    """A published count: a non-negative int (a float only if integral), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or value != int(value):
+        raise ValueError(f"not a count: {value!r}")
+    return int(value)
+
+
 def _decode_into(total: Stats, data: dict[str, Any]) -> None:
-    for name, value in data.get("counters", {}).items():
-        if name in COUNTERS:
-            setattr(total, name, getattr(total, name) + int(value))
-    for path, hist in data.get("latency", {}).items():
+    """Add one published snapshot to ``total``; ValueError (and nothing added) if any
+    field is not what :func:`_encode` writes: anyone who can write to Redis can
+    write this hash, and ``stats`` must still run."""
+    counters, latency = data.get("counters", {}), data.get("latency", {})
+    if not isinstance(counters, dict) or not isinstance(latency, dict):
+        raise ValueError("counters and latency must be objects")
+    adds = {name: _count(value) for name, value in counters.items() if name in COUNTERS}
+    hists = {}
+    for path, hist in latency.items():
+        if path not in total.latency:
+            continue
+        if not isinstance(hist, dict) or not isinstance(hist.get("counts", {}), dict):
+            raise ValueError("a histogram must be an object")
         h = Histogram()
         for index, count in hist.get("counts", {}).items():
-            i = int(index)
+            i, n = int(index), _count(count)
             if 0 <= i < len(h.counts):
-                h.counts[i] += int(count)
-                h.total += int(count)
+                h.counts[i] += n
+                h.total += n
         h.sum = float(hist.get("sum", 0.0))
-        if path in total.latency:
-            total.latency[path].merge(h)
+        if not math.isfinite(h.sum):
+            raise ValueError("a histogram's sum must be finite")
+        hists[path] = h
+    for name, n in adds.items():
+        setattr(total, name, getattr(total, name) + n)
+    for path, h in hists.items():
+        total.latency[path].merge(h)
+
+
+def _adaptive_part(part: Any) -> dict[str, Any]:
+    """One process's adaptive stats of one function, if :func:`merge_stats` can read them."""
+    if not isinstance(part, dict):
+        raise ValueError("not an object")
+    merge_stats([part])  # raises on anything it cannot merge
+    return part
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """Text from Redis, safe for a terminal (escape sequences shown, not obeyed)."""
+    return _UNPRINTABLE.sub(lambda m: repr(m[0])[1:-1], text)
 
 
 def adaptive_stats(cache: Cache) -> dict[str, Any]:
@@ -151,23 +194,34 @@ def collect_stats(client: Any, namespace: str, *, max_age: float = 300.0) -> dic
     processes = []
     learnt: dict[str, list[dict[str, Any]]] = {}
     for field, value in sorted(raw.items()):
+        name = field.decode(errors="replace") if isinstance(field, bytes) else str(field)
         try:
             data = json.loads(value)
-        except ValueError:
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            age = now - float(data.get("ts", 0))
+            if not age <= max_age:  # NaN too
+                continue
+            proc = Stats()
+            _decode_into(proc, data)
+            adaptive = data.get("adaptive") or {}
+            if not isinstance(adaptive, dict):
+                raise ValueError("adaptive must be an object")
+            parts = {str(fn): _adaptive_part(part) for fn, part in adaptive.items()}
+            breaker = data.get("breaker")
+            if breaker is not None and not isinstance(breaker, str):
+                raise ValueError("breaker must be a string")
+        except (ValueError, TypeError, AttributeError, KeyError, OverflowError, RecursionError) as exc:
+            log.warning("stats: ignoring the unreadable snapshot of %r: %s", name, type(exc).__name__)
             continue
-        age = now - float(data.get("ts", 0))
-        if age > max_age:
-            continue
-        _decode_into(total, data)
-        for fn, part in (data.get("adaptive") or {}).items():
+        total.merge(proc)
+        for fn, part in parts.items():
             learnt.setdefault(fn, []).append(part)
-        proc = Stats()
-        _decode_into(proc, data)
         snap = proc.snapshot()
         processes.append({
-            "process": field.decode() if isinstance(field, bytes) else str(field),
+            "process": name,
             "age": round(age, 3),
-            "breaker": data.get("breaker"),
+            "breaker": breaker,
             "hit_rate": snap["hit_rate"],
             "lookups": snap["local_hits"] + snap["redis_hits"] + snap["misses"],
         })
@@ -264,11 +318,14 @@ def doctor(url: str, *, pings: int = 20) -> dict[str, Any]:
                 policies[name or "server"] = str(got.get("maxmemory-policy", "?"))
             except rex.ResponseError:
                 policies[name or "server"] = "unknown (CONFIG disabled)"
-        bad = sorted({p for p in policies.values() if p.startswith("allkeys-")})
+        # Counters outlive their entries (longer TTLs, read with every entry), which
+        # volatile-ttl/lru/lfu respect and a random pick does not.
+        bad = sorted({p for p in policies.values() if p.startswith("allkeys-") or p == "volatile-random"})
         if bad:
             check("maxmemory-policy", "warn",
-                  f"{', '.join(bad)}: may evict generation counters (they have no TTL), which can bring invalidated "
-                  "entries back; use volatile-lru/volatile-lfu/volatile-ttl or noeviction", policies=policies)
+                  f"{', '.join(bad)}: may evict a generation counter before the entries that depend on it, which can "
+                  "bring invalidated entries back; use volatile-lru/volatile-lfu/volatile-ttl or noeviction",
+                  policies=policies)
         elif any(p.startswith("unknown") for p in policies.values()):
             check("maxmemory-policy", "warn", "could not read maxmemory-policy (CONFIG disabled)", policies=policies)
         else:
@@ -382,7 +439,7 @@ def _stats_cmd(args: argparse.Namespace) -> int:
         client = sync_client_from_url(url, **client_options(2.0, 2.0))
         data = collect_stats(client, ns, max_age=args.max_age)
         client.close()
-    except (rex.RedisError, OSError) as exc:
+    except (rex.RedisError, OSError, ConfigurationError) as exc:
         print(f"mistral-cache stats: {redact(url)}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -397,7 +454,7 @@ def _stats_cmd(args: argparse.Namespace) -> int:
         for path, s in data["latency"].items():
             print(f"  {path + ' latency':<22} p50 {_ms(s['p50'])}  p99 {_ms(s['p99'])}  (n={s['count']})")
         for fn, ad in data["adaptive"].items():
-            print(f"  adaptive {fn}: target {ad['target_staleness']}, {ad['keys']} keys, "
+            print(f"  adaptive {_printable(fn)}: target {ad['target_staleness']}, {ad['keys']} keys, "
                   f"{ad['changes']}/{ad['observations']} checks saw a change, {ad['large_moves']} large moves")
             for what in ("change_interval", "ttl"):
                 q = ad[what]
@@ -405,8 +462,8 @@ def _stats_cmd(args: argparse.Namespace) -> int:
                     print(f"    {what.replace('_', ' '):<16}p10 {q['p10']:.3g}s  p50 {q['p50']:.3g}s  p90 {q['p90']:.3g}s")
         for proc in data["processes"]:
             phr = proc["hit_rate"]
-            print(f"  - {proc['process']}: {proc['lookups']} lookups, hit rate {'-' if phr is None else f'{phr:.1%}'}, "
-                  f"breaker {proc['breaker']}, {proc['age']:.0f}s ago")
+            print(f"  - {_printable(proc['process'])}: {proc['lookups']} lookups, hit rate {'-' if phr is None else f'{phr:.1%}'}, "
+                  f"breaker {_printable(str(proc['breaker']))}, {proc['age']:.0f}s ago")
     return 0 if data["processes"] else 1
 
 

@@ -17,6 +17,7 @@ import hashlib
 import inspect
 import logging
 import os
+import re
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -107,6 +108,48 @@ return out
 
 _READ_OR_ACQUIRE_SHA = hashlib.sha1(_READ_OR_ACQUIRE_LUA.encode(), usedforsecurity=False).hexdigest()  # the script id Redis uses
 
+# Bump counters (KEYS; ARGV[1] their TTL in ms, ARGV[1 + i] a random start for KEYS[i]).
+# INCR and renew the TTL; a counter that did not exist (INCR made it 1) starts at its
+# random value instead, so it never repeats a value an expired one had; and one that
+# cannot be incremented (crafted, or at the limit) is reset the same way rather than
+# failing every invalidation of its tag.
+_BUMP_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.pcall('INCR', key)
+  if type(v) ~= 'number' or v == 1 then
+    v = ARGV[i + 1]
+    redis.call('SET', key, v, 'PX', ARGV[1])
+  else
+    redis.call('PEXPIRE', key, ARGV[1])
+  end
+  out[i] = v
+end
+return out
+"""
+
+
+def _counter_start() -> str:
+    """A random counter start in [2**32, 2**62 + 2**32): never "0" (what a missing counter reads as) and far from overflow."""
+    return str((int.from_bytes(os.urandom(8), "big") >> 2) + 2**32)
+
+
+def _in_order(steps: Sequence[Callable[[], Any]]) -> Any:
+    """Call ``steps`` one after another (awaiting each on an asyncio client): their results."""
+    out: list[Any] = []
+
+    def step(i: int) -> Any:
+        if i == len(steps):
+            return out
+
+        def then(result: Any) -> Any:
+            out.append(result)
+            return step(i + 1)
+
+        return _then(steps[i](), then)
+
+    return step(0)
+
 
 def _evalsha(c: Any, sha: str, source: str, keys: list[str], args: list[Any]) -> Any:
     """EVALSHA, loading the script on NOSCRIPT: redis-py's ``Script`` objects cost
@@ -143,12 +186,32 @@ CLUSTER_SCHEMES: Final = ("redis+cluster", "rediss+cluster")
 SENTINEL_SCHEMES: Final = ("redis+sentinel", "rediss+sentinel")
 
 
+_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
+
+
+def _bad_url(url: str) -> ConfigurationError:
+    """The one error an unreadable URL gets: parsers' own messages quote the text
+    they choked on, which with an unescaped ``/`` in a password is the password."""
+    return ConfigurationError(
+        f"cannot parse the Redis URL {redact(url)}: percent-encode any / ? # @ : in the user name and password")
+
+
 class _Topology:
     """A ``redis+cluster://`` or ``redis+sentinel://`` URL, parsed:
-    ``scheme://[user:password@]host:port[,host:port...][/service[/db]][?query]``."""
+    ``scheme://[user:password@]host:port[,host:port...][/service[/db]][?query]``.
+    Anything else (an unescaped reserved character in the password shifts every
+    part) is a :class:`ConfigurationError` that shows the URL redacted."""
 
     def __init__(self, url: str) -> None:
+        try:
+            self._parse(url)
+        except ValueError:
+            raise _bad_url(url) from None
+
+    def _parse(self, url: str) -> None:
         parts = urlsplit(url)
+        if "@" in parts.path or "@" in parts.fragment:
+            raise ValueError("an @ after the host list")
         self.scheme = parts.scheme.lower()
         self.ssl = self.scheme.startswith("rediss")
         netloc = parts.netloc
@@ -165,11 +228,13 @@ class _Topology:
             if not item:
                 continue
             host, _, port = item.rpartition(":")
-            if not host:
+            if not host or item.endswith("]"):
                 host, port = item, "26379" if self.scheme in SENTINEL_SCHEMES else "6379"
+            if not _HOST.fullmatch(host) or not (port.isascii() and port.isdigit()):
+                raise ValueError("not host:port")
             self.nodes.append((host.strip("[]"), int(port)))
         if not self.nodes:
-            raise ConfigurationError(f"no host:port in {redact(url)}")
+            raise ValueError("no host:port")
         path = [p for p in parts.path.split("/") if p]
         self.service = path[0] if path else None
         self.db = int(path[1]) if len(path) > 1 else 0
@@ -192,10 +257,20 @@ def _cluster_options(options: dict[str, Any]) -> dict[str, Any]:
     return dict(options)
 
 
+def _standalone(factory: Callable[..., Any], url: str, options: dict[str, Any]) -> Any:
+    """redis-py's own URL parsing, behind :func:`_bad_url` (its ValueErrors quote the URL)."""
+    try:
+        if "@" in urlsplit(url).path and not url.lower().startswith("unix:"):
+            raise ValueError("an @ after the host")
+        return factory(url, **options)
+    except ValueError:
+        raise _bad_url(url) from None
+
+
 def sync_client_from_url(url: str, **options: Any) -> Any:
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("redis", "rediss", "unix"):
-        return redis.Redis.from_url(url, **options)
+        return _standalone(redis.Redis.from_url, url, options)
     if scheme in CLUSTER_SCHEMES:
         t = _Topology(url)
         return redis.cluster.RedisCluster(
@@ -215,7 +290,7 @@ def sync_client_from_url(url: str, **options: Any) -> Any:
 def async_client_from_url(url: str, **options: Any) -> Any:
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("redis", "rediss", "unix"):
-        return redis.asyncio.Redis.from_url(url, **options)
+        return _standalone(redis.asyncio.Redis.from_url, url, options)
     if scheme in CLUSTER_SCHEMES:
         t = _Topology(url)
         opts = _cluster_options(options)
@@ -337,14 +412,31 @@ def _then(first: Any, then: Callable[[Any], Any]) -> Any:
     return chain()
 
 
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|auth|credential", re.IGNORECASE)
+_QUERY_PARAM = re.compile(r"([?&;])([^=&;#]*)=([^&;]*)")
+_SHOWN_USER = re.compile(r"[A-Za-z0-9._~!$'()*+,%-]*")
+
+
+def _hide_param(m: re.Match[str]) -> str:
+    return f"{m[1]}{m[2]}=***" if _SECRET_PARAM.search(unquote(m[2])) else m[0]
+
+
 def redact(url: str) -> str:
-    """A URL fit for logs: the password replaced."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0] if ":" in creds else ""
-        return f"{scheme}://{user}:***@{host}"
-    return url
+    """A URL fit for logs and output: the userinfo's password and every password-like
+    query parameter (``password``, ``sentinel_password``, ...) replaced by ``***``.
+    Never raises. A password with an unescaped ``@ / ? #`` makes a URL ambiguous:
+    then more is hidden, never less (everything before the last ``@``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return _QUERY_PARAM.sub(_hide_param, url)
+    rest = _QUERY_PARAM.sub(_hide_param, rest)
+    creds, at, hosts = rest.rpartition("@")
+    if not at:
+        return f"{scheme}://{rest}"
+    user = creds.split(":", 1)[0] if ":" in creds else ""
+    if not _SHOWN_USER.fullmatch(user):
+        user = ""  # that "@" was not the userinfo's: show nothing before it
+    return f"{scheme}://{user}:***@{hosts}"
 
 
 def _replay(first: BaseException, op: Op) -> Op:
@@ -370,17 +462,39 @@ def _areplay(first: BaseException, op: Callable[[Any], Any]) -> Callable[[Any], 
     return again
 
 
+#: Longest a Redis entry is kept (TTL plus stale retention): half the counters' TTL.
+MAX_ENTRY_TTL: Final = 30 * 86400.0
+#: Lifetime of a tag or namespace counter after its last bump.
+COUNTER_TTL: Final = 2 * MAX_ENTRY_TTL
+#: Tags longer than this name their counter by SHA-256, so a key name stays small.
+TAG_VERBATIM_MAX: Final = 100
+
+_BAD_NAMESPACE = re.compile(r"[\s:{}\x00-\x1f\x7f-\x9f]")
+
+
 class Keyspace:
     """Where everything lives in Redis, under ``{prefix}:{namespace}:``.
 
     An entry and its lock share a Redis Cluster hash slot (the hash tag is the
     cache key, so a namespace spreads over every node); the generation counters
     (namespace, tags) live in slots of their own and are read beside them.
+
+    Injective: a namespace is one segment (no ``:``), and each kind of name its own
+    segment after it (``g``, ``inv``, ``stats``, ``k:``, ``l:``, ``t:``, ``h:``), so no
+    namespace, key or tag can spell another's name.
+
+    Counters expire :data:`COUNTER_TTL` after their last bump (which starts a new
+    one at a random value: :data:`_BUMP_LUA`). An entry stores the values it was
+    computed under, so one stored under a counter that later expired, or came back,
+    never matches it again. One stored while its counter was missing matches a
+    missing counter, but lives at most :data:`MAX_ENTRY_TTL`, so it is gone before
+    any counter created after it can expire.
     """
 
     def __init__(self, namespace: str, prefix: str = "mc") -> None:
-        if not namespace or any(c in namespace for c in " \n\r{}"):
-            raise ConfigurationError(f"namespace {namespace!r} must be non-empty, without spaces or braces")
+        if not isinstance(namespace, str) or not namespace or len(namespace) > 200 or _BAD_NAMESPACE.search(namespace):
+            raise ConfigurationError(
+                f"namespace {namespace!r} must be 1 to 200 characters, without ':', braces, spaces or control characters")
         base = f"{prefix}:{namespace}:"
         self.base = base
         self.generation = base + "g"
@@ -393,7 +507,10 @@ class Keyspace:
         return self.base + "l:{=" + key + "}"
 
     def tag(self, tag: str) -> str:
-        return self.base + "t:" + tag
+        """A tag's counter; a long tag's by its SHA-256 (``h:``, which no ``t:`` name can spell)."""
+        if len(tag) <= TAG_VERBATIM_MAX:
+            return self.base + "t:" + tag
+        return self.base + "h:" + hashlib.sha256(tag.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class RedisTier:
@@ -602,18 +719,24 @@ class RedisTier:
 
     @staticmethod
     def bump_and_announce(counters: Sequence[str], channel: str, message: str, wait_ms: int = 0) -> Op:
-        """INCR the generation counters and PUBLISH; ``wait_ms`` as in :meth:`put_and_announce`."""
+        """Bump the counters (:data:`_BUMP_LUA`) and PUBLISH; ``wait_ms`` as in
+        :meth:`put_and_announce`. Returns the counters' new values, then PUBLISH's
+        (and WAIT's) replies."""
 
         def op(c: Any) -> Any:
+            ttl_ms = int(COUNTER_TTL * 1000)
+            starts = [_counter_start() for _ in counters]
+            if is_cluster(c):  # one slot per counter, and no EVAL or PUBLISH in a cluster pipeline
+                steps = [functools.partial(c.eval, _BUMP_LUA, 1, k, ttl_ms, s) for k, s in zip(counters, starts)]
+                return _then(_in_order(steps), lambda res: _then(
+                    c.publish(channel, message), lambda n: [*(v for r in res for v in r), n]))
             pipe = c.pipeline(transaction=False)
-            for counter in counters:
-                pipe.incr(counter)
-            if is_cluster(c):  # redis-py refuses PUBLISH in a cluster pipeline: a second round trip
-                return _then(pipe.execute(), lambda res: _then(c.publish(channel, message), lambda n: [*res, n]))
+            if counters:
+                pipe.eval(_BUMP_LUA, len(counters), *counters, ttl_ms, *starts)
             pipe.publish(channel, message)
             if wait_ms:
                 pipe.wait(1, wait_ms)
-            return pipe.execute()
+            return _then(pipe.execute(), lambda res: [*res[0], *res[1:]] if counters else res)
 
         return op
 
