@@ -43,18 +43,22 @@ TTL = 30.0
 QUIET_AFTER = 0.3  # seconds after recovery the writer keeps writing
 
 
-def _make(url: str, namespace: str, version: Any) -> tuple[Cache, Any]:
+def _make(url: str, namespace: str, version: Any, ready: Any) -> tuple[Cache, Any]:
     cache = Cache(url, namespace=namespace)
 
     @cache.cached(ttl=TTL, key="item:{k}")
     def item(k: int) -> int:
         return int(version.value)
 
+    for k in KEYS:
+        item(k)
+    with ready.get_lock():
+        ready.value += 1
     return cache, item
 
 
-def _reader(url: str, namespace: str, version: Any, stop: Any, out: Any) -> None:
-    cache, item = _make(url, namespace, version)
+def _reader(url: str, namespace: str, version: Any, stop: Any, out: Any, ready: Any) -> None:
+    cache, item = _make(url, namespace, version, ready)
     reads: list[tuple[float, int, int]] = []
     errors: list[str] = []
     i = 0
@@ -71,8 +75,8 @@ def _reader(url: str, namespace: str, version: Any, stop: Any, out: Any) -> None
     out.put({"reads": reads, "errors": errors[:20], "n_errors": len(errors)})
 
 
-def _writer(url: str, namespace: str, version: Any, stop: Any, out: Any, quiet: Any) -> None:
-    cache, item = _make(url, namespace, version)
+def _writer(url: str, namespace: str, version: Any, stop: Any, out: Any, quiet: Any, ready: Any) -> None:
+    cache, item = _make(url, namespace, version, ready)
     invalidations: list[tuple[float, int, int]] = []  # (returned at, key, version)
     reads: list[tuple[float, int, int]] = []
     errors: list[str] = []
@@ -179,16 +183,20 @@ def run(fault: str, *, warmup: float = 1.5, after: float = 4.0, server: RedisSer
     srv = server or RedisServer(extra_args=("--enable-debug-command", "local")).start()
     ctx = mp.get_context("spawn")
     version = ctx.Value("q", 1)
+    ready = ctx.Value("i", 0)
     stop = ctx.Event()
     out = ctx.Queue()
     quiet = ctx.Event()  # the writer stops writing shortly after recovery: a lost invalidation then shows
     namespace = "ff-" + uuid.uuid4().hex[:8]
-    procs = [ctx.Process(target=_writer, args=(srv.url, namespace, version, stop, out, quiet), daemon=True)]
-    procs += [ctx.Process(target=_reader, args=(srv.url, namespace, version, stop, out), daemon=True) for _ in range(3)]
+    procs = [ctx.Process(target=_writer, args=(srv.url, namespace, version, stop, out, quiet, ready), daemon=True)]
+    procs += [ctx.Process(target=_reader, args=(srv.url, namespace, version, stop, out, ready), daemon=True) for _ in range(3)]
     try:
         for p in procs:
             p.start()
-        time.sleep(warmup + 1.0)  # spawn start-up, then a warm steady state
+        deadline = time.monotonic() + 120
+        while ready.value < len(procs) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(warmup)  # a warm steady state
         fault_start = time.time()
         recovered = _inject(fault, srv)
         time.sleep(QUIET_AFTER)
