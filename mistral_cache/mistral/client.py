@@ -132,13 +132,22 @@ def _api_exception() -> type[Exception]:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Worth retrying an idempotent read: a connection failure, a timeout, a 5xx."""
+    """Worth retrying an idempotent read: a connection failure, a timeout, a 5xx
+    (requests' own, or keystoneauth's when the client talks through a session)."""
     import requests
 
     if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
         return True
+    if _retriable_keystoneauth is not None and isinstance(exc, _retriable_keystoneauth):
+        return True
     code = getattr(exc, "error_code", None)
     return isinstance(exc, _api_exception()) and isinstance(code, int) and code >= 500
+
+
+try:  # keystoneauth1 comes with python-mistralclient; its connection errors are not requests'
+    from keystoneauth1.exceptions import RetriableConnectionFailure as _retriable_keystoneauth
+except ImportError:  # pragma: no cover
+    _retriable_keystoneauth = None  # type: ignore[assignment,misc]
 
 
 def default_retry() -> tenacity.Retrying:

@@ -73,7 +73,7 @@ def _bypass_proxy_for_loopback() -> None:
 
 
 @pytest.fixture(scope="session")
-def mistral_url(tmp_path_factory):
+def plain_mistral_url(tmp_path_factory):
     _bypass_proxy_for_loopback()
     url = os.environ.get("MISTRAL_URL")
     if url:
@@ -101,6 +101,12 @@ def mistral_url(tmp_path_factory):
         stopped = _run_script("stop", *location, timeout=120)
         if stopped.returncode != 0:
             sys.stderr.write(stopped.stdout + stopped.stderr)
+
+
+@pytest.fixture(scope="session")
+def mistral_url(plain_mistral_url):
+    """The server without authentication (test_facade.py runs against both servers)."""
+    return plain_mistral_url
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,15 @@
-"""CachedMistralClient against a REAL Mistral server (fixture ``mistral_url``)
-and a real Redis (fixture ``redis_url``): same answers as the uncached client,
-read-after-write, state-following TTLs, negative caching, tenant isolation."""
+"""CachedMistralClient against a REAL Mistral server and a real Redis (fixture
+``redis_url``): same answers as the uncached client, read-after-write,
+state-following TTLs, negative caching, tenant isolation. Every test that talks
+to Mistral runs twice: ``[noauth]`` against the server without authentication,
+``[keystone]`` against the Keystone-authenticated one, as its admin (whose
+policy opens every API these tests read) through a keystoneauth session."""
 
 from __future__ import annotations
 
 import calendar
 import itertools
+import os
 import subprocess
 import sys
 import textwrap
@@ -16,6 +20,7 @@ from collections import Counter
 import pytest
 import requests
 import tenacity
+from keystoneauth1.exceptions import ConnectFailure
 from mistralclient.api import client as mistral_client_module
 from mistralclient.api.base import APIException
 from mistralclient.api.v2.executions import Execution
@@ -29,8 +34,29 @@ FINAL = ("SUCCESS", "ERROR", "CANCELLED")
 
 
 # -- helpers -------------------------------------------------------------------
+#: Mistral URL -> the mistralclient arguments that log in to it (the authenticated server).
+CREDENTIALS: dict[str, dict] = {}
+#: Mistral URL -> (Keystone URL, a bare token) for the reader in another process.
+TOKENS_FOR: dict[str, tuple[str, str]] = {}
+
+
 def new_client(url):
-    return mistral_client_module.client(mistral_url=url)
+    return mistral_client_module.client(mistral_url=url, **CREDENTIALS.get(url, {}))
+
+
+@pytest.fixture(scope="module", params=["noauth", "keystone"])
+def mistral_url(request):
+    if request.param == "noauth":
+        return request.getfixturevalue("plain_mistral_url")
+    url = request.getfixturevalue("auth_mistral_url")
+    admin = request.getfixturevalue("tenants").admin
+    CREDENTIALS[url] = {"session": admin.session()}
+    TOKENS_FOR[url] = (admin.keystone.url, admin.token())
+    return url
+
+
+def authenticated(url) -> bool:
+    return url in CREDENTIALS
 
 
 class Requests:
@@ -426,11 +452,14 @@ def test_server_gone_cached_reads_served_others_raise_after_bounded_retries(mist
     facade.http_client.base_url = f"http://127.0.0.1:{dead_port}/v2"
     same(facade.actions.get("std.echo"), std)  # cached: still served
     started = time.monotonic()
-    with pytest.raises(requests.ConnectionError):
+    with pytest.raises((requests.ConnectionError, ConnectFailure)):  # keystoneauth's, through a session
         facade.actions.get("std.noop")
     assert attempts["x"] == 3, "retried, and bounded"
     assert time.monotonic() - started < 10
-    assert facade.http_client.session._mistral_cache_timeout == (0.5, 2)
+    if authenticated(mistral_url):
+        assert facade.http_client.session.timeout is not None
+    else:
+        assert facade.http_client.session._mistral_cache_timeout == (0.5, 2)
 
 
 def test_two_scopes_sharing_one_redis_never_see_each_other(mistral_url, raw, cache, ns):
@@ -460,6 +489,8 @@ def test_two_scopes_sharing_one_redis_never_see_each_other(mistral_url, raw, cac
 def test_without_credentials_the_scope_is_mistrals_default_project(mistral_url):
     """No credentials: Mistral (auth off) puts every request in "<default-project>", and
     so does the facade; a claimed project_id proves nothing and is not a scope."""
+    if authenticated(mistral_url):
+        pytest.skip("no-credential scopes: the server without authentication (test_tenants.py covers the other)")
     plain = CachedMistralClient(new_client(mistral_url), cache=Cache())
     assert plain.scope == scope_for(DEFAULT_PROJECT, mistral_url)
     claimed = CachedMistralClient(mistral_client_module.client(mistral_url=mistral_url, project_id="p-123"), cache=Cache())
@@ -547,18 +578,19 @@ def test_transient_errors_are_the_retried_ones():
 
 
 READER = textwrap.dedent("""
-    import json, sys
+    import json, os, sys
     from mistralclient.api import client
     from mistral_cache import Cache
     from mistral_cache.mistral import CachedMistralClient
     url, redis_url, namespace, name, ns = sys.argv[1:]
-    real = client.client(mistral_url=url)
+    token = os.environ.get("TEST_MISTRAL_TOKEN")  # the environment, never argv
+    real = client.client(mistral_url=url, auth_token=token)
     calls = []
     http = real.workflows.http_client
     original = http.get
     http.get = lambda *a, **k: calls.append(a) or original(*a, **k)
     cache = Cache(redis_url, namespace=namespace)
-    facade = CachedMistralClient(real, cache=cache)
+    facade = CachedMistralClient(real, cache=cache, auth_url=os.environ.get("TEST_KEYSTONE_URL"))
     wf = facade.workflows.get(name, namespace=ns)
     print(json.dumps({"definition": wf.definition, "requests": len(calls)}))
     cache.close()
@@ -568,10 +600,14 @@ READER = textwrap.dedent("""
 def test_read_after_write_in_another_process(mistral_url, redis_url, namespace, facade, ns):
     name = f"proc_{uuid.uuid4().hex[:8]}"
 
+    env = dict(os.environ)
+    if authenticated(mistral_url):  # the same admin, as a bare token validated by Keystone
+        env["TEST_KEYSTONE_URL"], env["TEST_MISTRAL_TOKEN"] = TOKENS_FOR[mistral_url]
+
     def other_process():
         out = subprocess.run(
             [sys.executable, "-c", READER, mistral_url, redis_url, namespace, name, ns],
-            capture_output=True, text=True, timeout=60, check=True,
+            capture_output=True, text=True, timeout=60, check=True, env=env,
         )
         import json
 
