@@ -570,9 +570,13 @@ class CachedMistralClient:
         identity = self.identity()
         if identity is None:
             return self._static_scope
-        if self._identity_kind == "token" and self._memo is not None:
-            return self._memo[2]
-        return scope_for(identity.project_id, self.mistral_url, admin=identity.admin)
+        memo = self._memo
+        if memo is not None and memo[1] is identity:
+            return memo[2]
+        scope = scope_for(identity.project_id, self.mistral_url, admin=identity.admin)
+        if self._identity_kind == "session":
+            self._memo = (None, identity, scope)
+        return scope
 
     @property
     def scope(self) -> str | None:

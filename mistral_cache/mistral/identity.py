@@ -197,7 +197,8 @@ TOKENS = TokenIdentities()
 class SessionIdentity:
     """The identity of a keystoneauth session's auth plugin: the project and roles
     Keystone returned with the token, re-confirmed by a fresh authentication once
-    the trust window (at most 300 s, at most the token's life) has passed."""
+    the trust window has passed: at most 300 s after Keystone issued the token (a
+    session shared for an hour is not trusted for an hour), at most its life."""
 
     def __init__(
         self, session: Any, *, admin_roles: Iterable[str] = ADMIN_ROLES, ttl: float = MAX_IDENTITY_TTL,
@@ -224,17 +225,32 @@ class SessionIdentity:
             if identity is not None and ref is self._ref:
                 auth.invalidate()  # trust window over: ask Keystone again
             access = auth.get_access(self.session)
+            window = self._window(access)
+            if window <= 0:  # a token issued longer ago than the window: a fresh one
+                auth.invalidate()
+                access = auth.get_access(self.session)
+                window = self._window(access)
         except Exception as exc:  # any keystoneauth failure: no verified identity now
             log.info("no verified Keystone identity (%s): not caching", type(exc).__name__)
             self._identity = None
             return None
         project_id = getattr(access, "project_id", None)
-        if not isinstance(project_id, str) or not project_id:
+        if not isinstance(project_id, str) or not project_id or window <= 0:
             self._identity = None
             return None
-        expires = getattr(access, "expires", None)
         roles = set(getattr(access, "role_names", None) or ())
-        identity = Identity(project_id, bool(roles & self.admin_roles), _trust_window(_parse_expiry(expires), self.ttl, now))
+        identity = Identity(project_id, bool(roles & self.admin_roles), now + window)
         self._ref = getattr(auth, "auth_ref", access)
         self._identity = identity
         return identity
+
+    def _window(self, access: Any) -> float:
+        """Seconds this access may still be trusted: ttl from its issue, and not past its expiry."""
+        window = min(self.ttl, MAX_IDENTITY_TTL)
+        issued_ago = _parse_expiry(getattr(access, "issued", None))
+        if issued_ago is not None:
+            window += min(issued_ago, 0.0)  # issued N s ago: N s of the window are spent
+        expires_in = _parse_expiry(getattr(access, "expires", None))
+        if expires_in is not None:
+            window = min(window, expires_in)
+        return window

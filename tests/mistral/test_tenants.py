@@ -283,3 +283,31 @@ def test_scope_for_cannot_be_forged():
     forged = scope_for("*admin", url)
     assert forged != scope_for("p", url, admin=True)
     assert "|" not in scope_for("a|b@c", url) and scope_for("a|b@c", url).count("@") == 1
+
+
+def test_a_session_is_confirmed_again_once_its_trust_window_has_passed(auth_mistral_url, tenants, keystone, facade_of, shared):
+    """A keystoneauth session keeps its token for an hour; the facade trusts what Keystone
+    said at issue for identity_ttl (at most 300 s), then makes the session log in again --
+    and a session whose token can no longer be renewed gets nothing from the cache."""
+    user = tenants.a_member
+    session = user.session()
+    facade = facade_of(counted(mistral_client_module.client(mistral_url=auth_mistral_url, session=session)), identity_ttl=1.0)
+    assert described(facade.workflows.get(shared["name"])) == "of-a"
+    first_token = session.get_token()
+    time.sleep(1.2)
+    before = facade.client.requests.total
+    assert described(facade.workflows.get(shared["name"])) == "of-a"
+    assert facade.client.requests.total == before, "still a hit: same confirmed project"
+    assert session.get_token() != first_token, "confirmed by a fresh login"
+    # a token plugin over a token that is revoked meanwhile: no renewal, no cached answer
+    token = user.token()
+    rescoped = counted(mistral_client_module.client(
+        mistral_url=auth_mistral_url, auth_token=token, auth_url=keystone.url, project_id=user.project_id,
+    ))
+    facade = facade_of(rescoped, identity_ttl=1.0)
+    assert described(facade.workflows.get(shared["name"])) == "of-a"
+    keystone.revoke(token)
+    time.sleep(1.2)
+    assert facade.scope is None
+    with pytest.raises(APIException):
+        facade.workflows.get(shared["name"])
