@@ -1,7 +1,18 @@
 """Cache keys: templates, the default key and the hashing of long keys.
 
-Keys must be stable across processes and Python runs (so no ``hash()`` and no
-default ``repr`` of objects) and must never collide for different arguments.
+Two calls that share a key share a value, so a key must be injective in the
+call's arguments, and stable across processes and Python runs (no ``hash()``,
+no default ``repr`` of objects):
+
+* default key: ``module.qualname(arg,...)``, each argument in a canonical,
+  type-aware encoding (:func:`encode_arg`);
+* template: each field escaped (``%`` and the template's punctuation
+  percent-encoded) and typed (a ``str`` or ``int`` as itself, anything else as
+  ``#`` + its encoding), so values can fake neither a boundary nor a type;
+* a parameter named like a credential (``password``, ``token``, ``api_key``...)
+  is written as a digest, never in clear (:func:`is_credential`);
+* over :data:`MAX_KEY_LENGTH`: a head, ``~`` and a digest; a short key of
+  that shape is hashed too, so no argument can spell a long key's form.
 """
 
 from __future__ import annotations
@@ -9,31 +20,62 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import enum
+import functools
 import hashlib
 import inspect
+import re
 import string
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from .exceptions import ConfigurationError, KeyBuildError
 
-#: Keys longer than this keep a readable prefix and hash the rest.
+__all__ = ["MAX_KEY_LENGTH", "ArgBinder", "KeyBuilder", "Template", "encode_arg", "format_template", "function_name",
+           "hidden", "is_credential", "shorten", "template_fields"]
+
+#: Keys longer than this keep a readable head and hash the rest.
 MAX_KEY_LENGTH = 200
+_HEAD = 64
+_LONG_MARK = "~"
+_HASHED_LENGTH = _HEAD + len(_LONG_MARK) + 40
 
 _SIMPLE = (str, int, float, bool, type(None), bytes)
 _FAST = frozenset(_SIMPLE)
+_SUBCLASSABLE = (str, int, float, bytes)
+_STDLIB = frozenset({"builtins", "datetime", "uuid", "decimal"})
+_TIMES = (_dt.datetime, _dt.date, _dt.time)
+_SCALARS = (uuid.UUID, decimal.Decimal, _dt.timedelta)
+
+_TAG = "#"  # a typed template field: "#" + encode_arg(value)
+_HIDDEN = "#~"  # a credential: "#~" + digest (encode_arg never starts with "~")
+_ESCAPED = "%#"  # always percent-encoded in a key field: the escape and the tag
+
+_FORMATTER = string.Formatter()
+
+
+def _type_name(t: type) -> str:
+    """Module-qualified, so same-named types of two modules never share a key
+    (the stdlib's keep their short, familiar names)."""
+    return t.__qualname__ if t.__module__ in _STDLIB else f"{t.__module__}.{t.__qualname__}"
 
 
 def encode_arg(value: Any) -> str:
-    """A canonical, stable text for one argument, or KeyBuildError."""
-    if isinstance(value, _SIMPLE):
+    """A canonical, stable, type-aware text for one argument, or TypeError."""
+    t = type(value)
+    if t in _FAST:
         return repr(value)
     hook = getattr(value, "__cache_key__", None)
     if hook is not None and callable(hook):
-        return f"{type(value).__qualname__}<{hook()}>"
+        out = hook()
+        if out is value:
+            raise TypeError(t.__qualname__)
+        return f"{_type_name(t)}<{encode_arg(out)}>"  # encoded: a hook's text cannot fake structure
     if isinstance(value, enum.Enum):
-        return f"{type(value).__qualname__}.{value.name}"
+        return f"{_type_name(t)}.{value.name}"
+    if isinstance(value, _SUBCLASSABLE):  # a subclass's own __repr__ may say anything: use its base's
+        base = next(b for b in _SUBCLASSABLE if isinstance(value, b))
+        return f"{_type_name(t)}({base.__repr__(value)})"
     if isinstance(value, tuple):
         return "(" + ",".join(map(encode_arg, value)) + ")"
     if isinstance(value, list):
@@ -41,21 +83,83 @@ def encode_arg(value: Any) -> str:
     if isinstance(value, Mapping):
         items = sorted((encode_arg(k), encode_arg(v)) for k, v in value.items())
         return "{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
-    if isinstance(value, (set, frozenset)):
-        return "{" + ",".join(sorted(map(encode_arg, value))) + "}"
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-        return f"{type(value).__name__}({value.isoformat()})"
-    if isinstance(value, (uuid.UUID, decimal.Decimal, _dt.timedelta)):
-        return f"{type(value).__name__}({value})"
-    raise TypeError(type(value).__qualname__)
+    if isinstance(value, (set, frozenset)):  # named, so set() is not {}
+        return ("set{" if isinstance(value, set) else "frozenset{") + ",".join(sorted(map(encode_arg, value))) + "}"
+    if isinstance(value, _TIMES):
+        return f"{_type_name(t)}({value.isoformat()})"
+    if isinstance(value, _SCALARS):
+        return f"{_type_name(t)}({value})"
+    raise TypeError(t.__qualname__)
 
 
-def shorten(key: str, keep: int = 64) -> str:
-    """Bound a key's length: keep a readable head, replace the rest with its SHA-256."""
-    if len(key) <= MAX_KEY_LENGTH:
+def shorten(key: str) -> str:
+    """Bound a key's length: a readable head, ``~`` and a SHA-256 of the whole key.
+
+    A key that already has that shape (length and ``~``) is hashed as well, so a
+    short argument spelling a long key's hashed form gets a key of its own."""
+    n = len(key)
+    if n <= MAX_KEY_LENGTH and not (n == _HASHED_LENGTH and key[_HEAD] == _LONG_MARK):
         return key
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
-    return f"{key[:keep]}~{digest}"
+    return f"{key[:_HEAD]}{_LONG_MARK}{digest}"
+
+
+# -- credentials ----------------------------------------------------------------
+_CREDENTIAL_WORDS = ("password", "passwd", "passphrase", "secret", "token", "apikey", "credential", "privatekey", "authorization",
+                     "cookie", "session", "bearer", "jwt")
+_CREDENTIAL_PARTS = frozenset({"pwd", "pass", "auth", "creds", "cred", "pin", "otp"})
+
+
+def is_credential(name: str) -> bool:
+    """Whether a parameter (or a field such as ``creds.password``) names a credential,
+    by the words people use for them (``password``, ``access_token``, ``apiKey``,
+    ``client_secret``, ``auth``...). Such values are written into keys as a digest."""
+    low = name.lower()
+    squashed = re.sub(r"[^a-z0-9]", "", low)
+    return any(w in squashed for w in _CREDENTIAL_WORDS) or any(p in _CREDENTIAL_PARTS for p in re.split(r"[^a-z0-9]+", low))
+
+
+def hidden(name: str, value: Any) -> str:
+    """A credential's stand-in in a key: ``#~`` and 128 bits of a SHA-256 of its
+    encoding, so different secrets keep different keys without being readable.
+    Not encryption: a weak password can still be guessed from it offline."""
+    data = f"mistral_cache.credential\0{name}\0{encode_arg(value)}".encode("utf-8", "surrogatepass")
+    return _HIDDEN + hashlib.sha256(data).hexdigest()[:32]
+
+
+# -- the function's name ----------------------------------------------------------
+def _frozen(value: Any) -> bool:
+    """Immutable and encodable: safe to read once, at decoration."""
+    if type(value) in _FAST or isinstance(value, (enum.Enum, *_TIMES, *_SCALARS)):
+        return True
+    return type(value) in (tuple, frozenset) and all(map(_frozen, value))
+
+
+def function_name(fn: Callable[..., Any]) -> str:
+    """``module.qualname``, plus the immutable plain values ``fn`` closes over.
+
+    Functions made by one factory share a qualname; the factory's arguments they
+    close over (``kind='user'``) are what tells their default keys apart. Values
+    that are mutable or have no stable encoding are left out: instances that
+    differ only by those need ``key=`` (or ``version=``)."""
+    name = f"{fn.__module__}.{fn.__qualname__}"
+    code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None)
+    if code is None or not cells:
+        return name
+    parts = []
+    for var, cell in zip(code.co_freevars, cells):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # not bound yet: a local function calling itself
+            continue
+        if _frozen(value):
+            parts.append(f"{var}={hidden(var, value) if is_credential(var) else encode_arg(value)}")
+    if not parts:
+        return name
+    label = ",".join(parts)
+    if len(label) > 64:
+        label = _TAG + hashlib.sha256(label.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{name}[{label}]"
 
 
 class ArgBinder:
@@ -109,47 +213,204 @@ class ArgBinder:
         return dict(ba.arguments)
 
 
-def template_fields(template: str) -> set[str]:
-    """The top-level names a ``str.format`` template refers to (``{a.b[0]}`` -> ``a``)."""
-    names = set()
-    for _, field, _, _ in string.Formatter().parse(template):
+# -- templates ---------------------------------------------------------------------
+def _parse(template: str) -> tuple[list[str], list[tuple[str, str, str | None, str]]]:
+    """``template`` as its literal texts (one more than fields) and its fields
+    ``(head, field, conversion, spec)``; ConfigurationError for a positional
+    field or two fields with no punctuation between them."""
+    literals, fields = [""], []
+    for literal, field, spec, conversion in _FORMATTER.parse(template):
+        literals[-1] += literal
         if field is None:
             continue
         head = field.split(".", 1)[0].split("[", 1)[0]
         if not head or head.isdigit():
+            raise ConfigurationError(f"key template {template!r} must name parameters, not positions ({{{field}}})")
+        fields.append((head, field, conversion, spec or ""))
+        literals.append("")
+    for between in literals[1:-1]:
+        if not _punctuation(between):
             raise ConfigurationError(
-                f"key template {template!r} must name parameters, not positions ({{{field}}})"
+                f"template {template!r}: separate fields with punctuation other than % and # (e.g. ':'), "
+                "or where one ends and the next begins is ambiguous and two calls could share a key"
             )
-        names.add(head)
-    return names
+    return literals, fields
 
 
-def positional_template(template: str, names: tuple[str, ...]) -> str | None:
-    """``template`` with each parameter name replaced by its position (``{a.b}`` ->
-    ``{0.b}``), so the hot path can call ``str.format(*args)`` without building a
-    dict; None when a field is too clever to rewrite safely (nested in a spec)."""
-    index = {n: i for i, n in enumerate(names)}
-    out = []
-    for literal, field, spec, conversion in string.Formatter().parse(template):
-        out.append(literal.replace("{", "{{").replace("}", "}}"))
-        if field is None:
-            continue
-        head = field.split(".", 1)[0].split("[", 1)[0]
-        if head not in index or (spec and "{" in spec):
-            return None
-        out.append("{" + str(index[head]) + field[len(head):] + ("!" + conversion if conversion else "")
-                   + (":" + spec if spec else "") + "}")
-    return "".join(out)
+def _punctuation(text: str) -> set[str]:
+    """The characters of a template's text that delimit fields (escaped in them)."""
+    return {c for c in text if not c.isalnum()} - set(_ESCAPED)
+
+
+def template_fields(template: str) -> set[str]:
+    """The top-level names a ``str.format`` template refers to (``{a.b[0]}`` -> ``a``)."""
+    return {head for head, _, _, _ in _parse(template)[1]}
+
+
+def _escape_table(chars: Iterable[str]) -> dict[int, str]:
+    """``str.translate`` table percent-encoding (UTF-8) ``%`` and ``chars``."""
+    return {ord(c): "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass")) for c in {"%", *chars}}
+
+
+def _typed_text(value: Any, table: dict[int, str]) -> str:
+    """A key field's text: a ``str`` (escaped) or a non-negative ``int`` as itself;
+    anything else, and a str of digits, as ``#`` + its canonical encoding (escaped).
+    Escaping ``#`` keeps the three kinds apart."""
+    t = type(value)
+    if t is str and not value.isdigit():
+        return cast(str, value).translate(table)
+    if t is int and value >= 0:
+        return str(value)
+    try:
+        text = encode_arg(value)
+    except TypeError:  # no canonical encoding: its text, still typed
+        text = f"{_type_name(t)}={value}"
+    return _TAG + text.translate(table)
+
+
+class _Field:
+    """One replacement field of a compiled template."""
+
+    __slots__ = ("head", "field", "conversion", "spec", "table", "chars", "typed", "secret", "plain")
+
+    def __init__(self, head: str, field: str, conversion: str | None, spec: str,
+                 chars: str | None, *, typed: bool) -> None:
+        self.head, self.field, self.conversion, self.spec = head, field, conversion, spec
+        self.chars = chars  # escaped characters ("%" included); None: written as is
+        self.table = _escape_table(chars) if chars is not None else None
+        self.typed = typed
+        self.secret = typed and is_credential(field)
+        self.plain = field == head and not conversion and not spec
+
+    def value(self, bound: Mapping[str, Any]) -> Any:
+        return bound[self.head] if self.field == self.head else _FORMATTER.get_field(self.field, (), bound)[0]
+
+    def render(self, value: Any, bound: Mapping[str, Any]) -> str:
+        table = self.table
+        if self.secret:
+            return _TAG + hidden(self.field, value)[len(_TAG):].translate(table or {})
+        if self.conversion or self.spec:  # the caller chose the text: only escaped
+            if self.conversion:
+                value = _FORMATTER.convert_field(value, self.conversion)
+            text = format(value, self.spec.format_map(bound) if "{" in self.spec else self.spec)
+        elif self.typed and table is not None:
+            return _typed_text(value, table)
+        else:
+            text = format(value, "")
+        return text.translate(table) if table is not None else text
+
+
+class Template:
+    """A key or tag template compiled once.
+
+    Key (``typed``): every field escaped and typed, so different arguments never
+    share a key, even with another template of the same prefix. Tag: values as
+    their text, every field but the last escaped, so a tag stays the name users
+    spell (``invalidate_tags(f"user:{id}")``) yet two fields cannot trade text.
+    """
+
+    def __init__(self, template: str, *, typed: bool) -> None:
+        self.template = template
+        self.literals, parsed = _parse(template)
+        punctuation = "".join(sorted(_punctuation("".join(self.literals))))
+        escaped = (_ESCAPED if typed else "%") + punctuation
+        last = len(parsed) - 1
+        self.fields = tuple(
+            _Field(head, field, conversion, spec, escaped if typed or i < last else None, typed=typed)
+            for i, (head, field, conversion, spec) in enumerate(parsed)
+        )
+        self.names = {f.head for f in self.fields}
+
+    def fill(self, bound: Mapping[str, Any], fn_name: str) -> str:
+        out = [self.literals[0]]
+        try:
+            for f, literal in zip(self.fields, self.literals[1:]):
+                out.append(f.render(f.value(bound), bound))
+                out.append(literal)
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+            raise KeyBuildError(f"{fn_name}: cannot fill template {self.template!r}: {exc!r}") from exc
+        return "".join(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def _tag_template(template: str) -> Template:
+    return Template(template, typed=False)
+
+
+def format_template(template: str, bound: Mapping[str, Any], fn_name: str) -> str:
+    """A tag's name (see :class:`Template`): the last field as written by
+    ``str.format``, earlier ones escaped."""
+    return _tag_template(template).fill(bound, fn_name)
+
+
+_FIELD_CODE = """\
+    v{j} = a{i}
+    if type(v{j}) is str:
+        if v{j}.isdigit(){checks}:
+            v{j} = r{j}(v{j})
+    elif type(v{j}) is not int or v{j} < 0:
+        v{j} = r{j}(v{j})
+"""
+
+
+def _compile_template(tpl: Template, positions: Mapping[str, int], count: int,
+                      general: Callable[[tuple[Any, ...], Mapping[str, Any]], str]) -> Callable[..., str] | None:
+    """The template's hot path as one generated function: a plain str or int
+    field that needs no escaping costs a few C-level checks, and the key is one
+    f-string; anything else goes through the field's renderer."""
+    if any("{" in f.spec for f in tpl.fields):
+        return None  # a nested spec needs the other arguments: the binding path
+    ns: dict[str, Any] = {"general": general, "shorten": shorten, "LIMIT": MAX_KEY_LENGTH, "HASHED": _HASHED_LENGTH}
+    parts = [repr(tpl.literals[0])]  # plain literals beside f'{v}' parts: braces in them stay literal
+    body = []
+    for j, (f, literal) in enumerate(zip(tpl.fields, tpl.literals[1:])):
+        parts += [f"f'{{v{j}}}'", repr(literal)]
+        i = positions[f.head]
+        if f.plain and not f.secret:
+            ns[f"r{j}"] = functools.partial(f.render, bound={})
+            chars = f.chars or ""
+            if len(chars) <= 4:
+                checks = "".join(f" or {c!r} in v{j}" for c in chars)
+            else:
+                checks = f" or s{j}(v{j}) is not None"
+                ns[f"s{j}"] = re.compile("[" + re.escape(chars) + "]").search
+            body.append(_FIELD_CODE.format(j=j, i=i, checks=checks))
+        else:
+            ns[f"r{j}"] = functools.partial(_render_head, f)
+            body.append(f"    v{j} = r{j}(a{i})\n")
+    unpack = f"    {', '.join(f'a{i}' for i in range(count))}, = args\n" if count else ""
+    source = (
+        "def build_template(args, kwargs):\n"
+        f"    if kwargs or len(args) != {count}:\n"
+        "        return general(args, kwargs)\n"
+        "    try:\n"
+        + "".join("    " + line + "\n" for line in (unpack + "".join(body)).splitlines())
+        + f"        key = {' '.join(parts)}\n"
+        "    except Exception:\n"
+        "        return general(args, kwargs)  # raises KeyBuildError with the details\n"
+        "    n = len(key)\n"
+        "    return key if n <= LIMIT and n != HASHED else shorten(key)\n"
+    )
+    exec(source, ns)  # noqa: S102 - source built above from indexes and repr'd constants only
+    return cast(Callable[..., str], ns["build_template"])
+
+
+def _render_head(f: _Field, head_value: Any) -> str:
+    bound = {f.head: head_value}
+    return f.render(f.value(bound), bound)
 
 
 class KeyBuilder:
     """Builds the key of one call to ``fn`` from a template, a callable or the default.
 
     * ``"wf:{name}:{namespace}"`` - a ``str.format`` template over the bound
-      parameters (defaults applied; attribute and index access allowed);
+      parameters (defaults applied; attribute and index access allowed), each
+      field escaped and typed (:class:`Template`);
     * a callable with the function's own signature returning a ``str``;
-    * ``None`` - module and qualname plus a canonical encoding of every
-      argument not listed in ``exclude`` (e.g. a password or a client object).
+    * ``None`` - :func:`function_name` plus a canonical encoding of every
+      argument not listed in ``exclude`` (e.g. a client object).
+
+    Either way a credential-named argument is written as a digest (:func:`hidden`).
     """
 
     def __init__(
@@ -159,26 +420,28 @@ class KeyBuilder:
         *,
         exclude: Iterable[str] = (),
     ) -> None:
-        self.fn_name = f"{fn.__module__}.{fn.__qualname__}"
+        self.fn_name = function_name(fn)
         self.binder = ArgBinder(fn)
         self.exclude = frozenset(exclude)
         unknown = self.exclude - set(self.binder.names)
         if unknown:
             raise ConfigurationError(f"{self.fn_name}: exclude names no parameter: {sorted(unknown)}")
-        self._template: str | None = None
+        self._template: Template | None = None
         self._callable: Callable[..., str] | None = None
         if isinstance(key, str):
-            missing = template_fields(key) - set(self.binder.names)
+            template = Template(key, typed=True)
+            missing = template.names - set(self.binder.names)
             if missing:
                 raise ConfigurationError(
                     f"{self.fn_name}: key template {key!r} names unknown parameters {sorted(missing)}"
                 )
-            self._template = key
+            self._template = template
         elif callable(key):
             self._callable = key
         elif key is not None:
             raise ConfigurationError(f"{self.fn_name}: key must be a template string or a callable, not {key!r}")
         self._encoded = tuple(n for n in self.binder.names if n not in self.exclude)
+        self._hidden = frozenset(n for n in self._encoded if is_credential(n))
 
         self.build = self._compile()
 
@@ -189,24 +452,12 @@ class KeyBuilder:
             return general
         count = len(binder.names)
         if self._template is not None:
-            positional = positional_template(self._template, tuple(binder._positional))
-            if positional is None:
-                return general
-            fill = positional.format
-
-            def build_template(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
-                if kwargs or len(args) != count:
-                    return general(args, kwargs)
-                try:
-                    key = fill(*args)
-                except Exception:
-                    return general(args, kwargs)  # raises KeyBuildError with the details
-                return key if len(key) <= MAX_KEY_LENGTH else shorten(key)
-
-            return build_template
-        if self.exclude:
+            positions = {n: i for i, n in enumerate(binder._positional)}
+            return _compile_template(self._template, positions, count, general) or general
+        if self.exclude or self._hidden:
             return general
         head = self.fn_name + "("
+        limit, hashed = MAX_KEY_LENGTH, _HASHED_LENGTH
         if count == 1:
 
             def build_one(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
@@ -220,7 +471,8 @@ class KeyBuilder:
                         key = head + encode_arg(a) + ")"
                     except TypeError:
                         return general(args, kwargs)  # raises KeyBuildError naming the argument
-                return key if len(key) <= MAX_KEY_LENGTH else shorten(key)
+                n = len(key)
+                return key if n <= limit and n != hashed else shorten(key)
 
             return build_one
 
@@ -231,7 +483,8 @@ class KeyBuilder:
                 key = head + ",".join([repr(a) if type(a) in _FAST else encode_arg(a) for a in args]) + ")"
             except TypeError:
                 return general(args, kwargs)  # raises KeyBuildError naming the argument
-            return key if len(key) <= MAX_KEY_LENGTH else shorten(key)
+            n = len(key)
+            return key if n <= limit and n != hashed else shorten(key)
 
         return build_default
 
@@ -243,24 +496,17 @@ class KeyBuilder:
             return shorten(out)
         bound = self.binder.bind(args, kwargs)
         if self._template is not None:
-            return shorten(format_template(self._template, bound, self.fn_name))
+            return shorten(self._template.fill(bound, self.fn_name))
         return shorten(self.fn_name + "(" + self.encode_bound(bound) + ")")
 
     def encode_bound(self, bound: Mapping[str, Any]) -> str:
         parts = []
         for name in self._encoded:
             try:
-                parts.append(encode_arg(bound[name]))
+                parts.append(hidden(name, bound[name]) if name in self._hidden else encode_arg(bound[name]))
             except TypeError as exc:
                 raise KeyBuildError(
                     f"{self.fn_name}: argument {name!r} of type {exc} has no stable cache key; "
                     "pass key=, exclude= it, or give its type a __cache_key__() method"
                 ) from None
         return ",".join(parts)
-
-
-def format_template(template: str, bound: Mapping[str, Any], fn_name: str) -> str:
-    try:
-        return template.format_map(bound)
-    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
-        raise KeyBuildError(f"{fn_name}: cannot fill template {template!r}: {exc!r}") from exc

@@ -60,7 +60,7 @@ def test_compiled_template_builds_the_same_key_as_the_general_path(a: str, b: in
     the binding path for attribute, index, conversion, spec and escaped braces."""
     def get(x: str, n: int, obj: _Obj) -> None: ...
 
-    for template in ("k:{x}", "{x}|{n:>5}|{obj.name!r}|{obj.items[1]}|{{lit}}", "{n}{n}{x!s}"):
+    for template in ("k:{x}", "{x}|{n:>5}|{obj.name!r}|{obj.items[1]}|{{lit}}", "{n}-{n}.{x!s}", "{x}", "t/{obj.name}/{n}"):
         kb = KeyBuilder(get, template)
         params = (a, b, _Obj(c))
         assert kb.build(params, {}) == kb(params, {}) == kb((), {"x": a, "n": b, "obj": params[2]})
