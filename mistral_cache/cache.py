@@ -20,12 +20,13 @@ import tenacity
 from . import coherence as _coh
 from .core import Engine, Flow, _Redis, adrive, drive
 from .exceptions import ConfigurationError
-from .resilience import CLOSED, CircuitBreaker
+from .invalidation import Owed, Pending
+from .resilience import CLOSED, OPEN, CircuitBreaker, Prober
 from .serializers import Codec, Serializer
 from .stampede import LockKeeper, SingleFlight
 from .stats import Stats
 from .tiers.local import LocalTier
-from .tiers.redis import FAILED, Keyspace, RedisTier
+from .tiers.redis import FAILED, Keyspace, RedisTier, sequence
 
 log = logging.getLogger("mistral_cache")
 #: Seconds an invalidation waits for a replica's acknowledgement under Sentinel.
@@ -139,6 +140,14 @@ class Cache:
                 on_error=self._redis_error,
             )
             self.redis.breaker.on_change(self._breaker_moved)
+        #: Invalidations and lock releases Redis has not acknowledged (module invalidation).
+        self.pending = Pending()
+        self._prober: Prober | None = None
+        if self.redis is not None:
+            self.redis.owe(self.pending, self._settle_op)
+            if self.redis.can_probe:
+                tier = self.redis
+                self._prober = Prober(self._probe, lambda: tier.breaker.state != CLOSED or self.pending.anything)
         self.flights = SingleFlight()
         self.sender = os.urandom(6).hex()
         self._coherence = coherence and self.local is not None and self.redis is not None
@@ -205,25 +214,73 @@ class Cache:
     def message(self, kind: str, payload: str = "") -> str:
         return _coh.message(self.sender, kind, payload)
 
-    def invalidate_key_flow(self, key: str) -> Flow:
-        """Replace the entry with a tombstone (so a computation that began before
-        this cannot store its older value) and announce it, in one round trip."""
+    def _key_op(self, key: str, wait_ms: int = 0) -> Any:
+        """A tombstone (so a computation that began before this cannot store its
+        older value) and its announcement, in one round trip."""
         assert self.redis is not None
-        now = self.timer()
         ttl = self.options.tombstone_ttl
-        data = self.codec.encode(None, created_at=now, ttl=ttl, tombstone=True)
-        wait_ms = self._replica_wait_ms()
-        result = yield _Redis(self.redis.put_and_announce(
-            self.keyspace.entry(key), data, int(ttl * 1000), self.keyspace.channel, self.message("k", key), wait_ms
-        ), "invalidate")
-        self._check_replicated(result, wait_ms)
+        data = self.codec.encode(None, created_at=self.timer(), ttl=ttl, tombstone=True, key=self.keyspace.entry(key))
+        return self.redis.put_and_announce(
+            self.keyspace.entry(key), data, int(ttl * 1000), self.keyspace.channel, self.message("k", key), wait_ms)
 
-    def _bump_flow(self, counters: list[str], kind: str, payload: str) -> Flow:
-        if self.redis is not None:
-            wait_ms = self._replica_wait_ms()
-            result = yield _Redis(self.redis.bump_and_announce(
-                counters, self.keyspace.channel, self.message(kind, payload), wait_ms), "invalidate")
-            self._check_replicated(result, wait_ms)
+    def _bump_op(self, tags: Sequence[str], wait_ms: int = 0) -> Any:
+        """Bump the tags' counters (the namespace's for no tags: a clear) and announce it."""
+        assert self.redis is not None
+        counters = [self.keyspace.tag(t) for t in tags] if tags else [self.keyspace.generation]
+        message = self.message("t", _coh.SEP.join(tags)) if tags else self.message("c", "")
+        return self.redis.bump_and_announce(counters, self.keyspace.channel, message, wait_ms)
+
+    def _settle_op(self, owed: Owed) -> Any:
+        """The replay of invalidations Redis has not acknowledged: fresh tombstones and counter bumps."""
+        ops = [self._key_op(key) for key in owed.keys]
+        if owed.tags:
+            ops.append(self._bump_op(list(owed.tags)))
+        if owed.clear_at is not None:
+            ops.append(self._bump_op(()))
+        return sequence(ops)
+
+    def _probe(self) -> bool:
+        """The background probe: PING and replay (the tier's), then owed lock releases."""
+        assert self.redis is not None
+        if not self.redis.probe():
+            return False
+        owed = self.pending.releases()
+        if owed:
+            tokens = list(owed)
+            done = self.redis.run(sequence([self.redis.release(owed[t], t) for t in tokens]), "release owed locks")
+            if done is not FAILED:
+                self.pending.released({t: bool(r) for t, r in zip(tokens, done)}, time.monotonic())
+        return True
+
+    def _redis_invalidation(self, key: str | None, tags: Sequence[str]) -> Flow:
+        """Send one invalidation (a key, tags, or with neither a clear); keep it to
+        replay if Redis did not acknowledge it. Returns whether it did."""
+        assert self.redis is not None
+        issued = self.timer()
+        wait_ms = self._replica_wait_ms()
+        op = self._key_op(key, wait_ms) if key is not None else self._bump_op(tags, wait_ms)
+        try:
+            result = yield _Redis(op, "invalidate")
+        except BaseException:  # strict mode's TierUnavailable, or the caller gave up: replay it anyway
+            self._owe(issued, key, tags)
+            raise
+        if result is FAILED:
+            self._owe(issued, key, tags)
+            return False
+        self._check_replicated(result, wait_ms)
+        return True
+
+    def owe_release(self, lock_key: str, token: bytes) -> None:
+        """A lock call whose reply was lost: release it, token-checked, as soon as Redis answers."""
+        self.pending.release_later(lock_key, token)
+        self.stats_extra.locks_owed += 1
+        self._kick()
+
+    def _owe(self, issued: float, key: str | None, tags: Sequence[str]) -> None:
+        self.pending.add(issued, key=key, tags=tuple(tags), clear=key is None and not tags)
+        self.stats_extra.invalidations_pending += 1
+        log.warning("an invalidation did not reach Redis: kept, and replayed as soon as Redis answers")
+        self._kick()
 
     def _replica_wait_ms(self) -> int:
         """How long an invalidation waits (Redis WAIT, in its own pipeline) for a
@@ -262,49 +319,68 @@ class Cache:
             else:
                 self.local.delete_tags(tags)
 
-    def _invalidation(self, redis_flow: Flow | None, key: str | None = None, tags: Sequence[str] = (),
-                      everything: bool = False) -> Flow:
+    def _invalidation(self, key: str | None = None, tags: Sequence[str] = (), everything: bool = False) -> Flow:
         """Forget locally, change Redis, forget locally again: a read that began in
         between may have refilled this process's local tier from the old Redis
-        state, and our own announcement is not delivered back to us."""
+        state, and our own announcement is not delivered back to us. Returns
+        whether Redis acknowledged it (True without a Redis tier)."""
         self._local_forget(key, tags, everything)
-        if self.redis is not None and redis_flow is not None:
-            yield from redis_flow
-            self._local_forget(key, tags, everything)
+        if self.redis is None:
+            return True
+        acked = yield from self._redis_invalidation(key, tags)
+        self._local_forget(key, tags, everything)
+        return acked
 
     def key_invalidation(self, key: str) -> Flow:
-        return self._invalidation(self.invalidate_key_flow(key) if self.redis is not None else None, key=key)
+        return self._invalidation(key=key)
 
     def _tags_flow(self, tags: Iterable[str]) -> Flow:
         tags = [t for t in tags]
         for t in tags:
-            if not isinstance(t, str) or not t:
-                raise ConfigurationError(f"tags must be non-empty strings, got {t!r}")
-        return self._invalidation(self._bump_flow([self.keyspace.tag(t) for t in tags], "t", _coh.SEP.join(tags)), tags=tags)
+            _coh.check_tag(t)
+        if not tags:
+            return _nothing()  # no tags is not a clear
+        return self._invalidation(tags=tags)
 
     def _clear_flow(self) -> Flow:
-        return self._invalidation(self._bump_flow([self.keyspace.generation], "c", ""), everything=True)
+        return self._invalidation(everything=True)
 
-    def invalidate(self, key: str) -> None:
+    # Each returns whether Redis acknowledged the invalidation. False: it is kept and
+    # replayed the moment Redis answers (see `pending`); this process meanwhile serves
+    # nothing older. Strict mode raises TierUnavailable instead (and still replays).
+    def invalidate(self, key: str) -> bool:
         """Drop one entry by its full key (as ``fn.cache_key(...)`` returns it) everywhere."""
-        self._drive(self.key_invalidation(key))
+        return bool(self._drive(self.key_invalidation(key)))
 
-    async def ainvalidate(self, key: str) -> None:
-        await self._adrive(self.key_invalidation(key))
+    async def ainvalidate(self, key: str) -> bool:
+        return bool(await self._adrive(self.key_invalidation(key)))
 
-    def invalidate_tags(self, *tags: str) -> None:
+    def invalidate_tags(self, *tags: str) -> bool:
         """Every entry computed under one of these tags becomes a miss, in every process (O(1) per tag)."""
-        self._drive(self._tags_flow(tags))
+        return bool(self._drive(self._tags_flow(tags)))
 
-    async def ainvalidate_tags(self, *tags: str) -> None:
-        await self._adrive(self._tags_flow(tags))
+    async def ainvalidate_tags(self, *tags: str) -> bool:
+        return bool(await self._adrive(self._tags_flow(tags)))
 
-    def clear(self) -> None:
+    def clear(self) -> bool:
         """Forget the whole namespace in every process, in O(1): bumps its generation."""
-        self._drive(self._clear_flow())
+        return bool(self._drive(self._clear_flow()))
 
-    async def aclear(self) -> None:
-        await self._adrive(self._clear_flow())
+    async def aclear(self) -> bool:
+        return bool(await self._adrive(self._clear_flow()))
+
+    def replay_pending(self, timeout: float = 1.0) -> bool:
+        """Block up to ``timeout`` seconds until every invalidation this process owes
+        Redis has been replayed; True when nothing is owed. For a caller that must
+        know before going on (a deploy step, a test); callers never block otherwise."""
+        deadline = time.monotonic() + _seconds(timeout, "timeout")
+        while self.pending.owed:
+            if self.redis is None or time.monotonic() >= deadline:
+                return False
+            self.redis.probe()
+            if self.pending.owed:
+                self.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        return True
 
     def _drive(self, flow: Flow) -> Any:
         return drive(flow, lambda op: self.redis.run(op.op, op.what) if self.redis else FAILED)
@@ -326,7 +402,8 @@ class Cache:
                     assert self.redis is not None and self.local is not None
                     tier = self.redis
                     self.listener = _coh.Listener(
-                        lambda: tier.client().pubsub(), self.keyspace.channel, self.local, self.sender, flights=self.flights
+                        lambda: tier.client().pubsub(), self.keyspace.channel, self.local, self.sender, flights=self.flights,
+                        on_event=self._listener_event,
                     )
                 listener = self.listener
         listener.ensure_started()
@@ -362,7 +439,17 @@ class Cache:
     def _redis_error(self, exc: BaseException) -> None:
         self.stats_extra.redis_errors += 1
 
+    def _kick(self) -> None:
+        if self._prober is not None:
+            self._prober.kick()
+
+    def _listener_event(self, kind: str) -> None:
+        if kind == "connected" and (self.pending.anything or (self.redis is not None and self.redis.breaker.state != CLOSED)):
+            self._kick()  # Redis answers again: recover now, not at the next timer
+
     def _breaker_moved(self, old: str, new: str) -> None:
+        if new == OPEN:
+            self._kick()
         if new == CLOSED and self.local is not None:
             # Invalidations sent while we could not reach Redis never reached us.
             log.info("redis is back: flushing the local tier")
@@ -382,11 +469,13 @@ class Cache:
         if self.redis is not None:
             b = self.redis.breaker
             out["breaker"] = {"state": b.state, "transitions": dict(b.transitions), "rejected": b.rejected}
+            out["pending"] = self.pending.summary()
         if self.listener is not None:
             out["coherence"] = {
                 "connected": self.listener.connected.is_set(),
                 "reconnects": self.listener.reconnects,
                 "received": self.listener.received,
+                "ignored": self.listener.ignored,
             }
         return out
 
@@ -426,6 +515,11 @@ def _watch_forks(cache: Cache) -> None:
 def _after_fork_in_child() -> None:
     for cache in list(_forkable):
         cache._after_fork()
+
+
+def _nothing() -> Flow:
+    return True
+    yield  # a generator that sends nothing
 
 
 def _log_failure(future: Any) -> None:

@@ -37,6 +37,10 @@ log = logging.getLogger("mistral_cache.coherence")
 SEP = "\x1f"  # the old framing's tag separator: a str payload of kind "t" is still split on it
 IDLE_PING = 5.0  # seconds without traffic before the listener PINGs
 PONG_TIMEOUT = 3.0  # seconds to wait for any reply before reconnecting (and flushing)
+#: Longest pause between reconnect attempts. Short: until it is subscribed again,
+#: this process's local tier misses every invalidation, so it must be back within a
+#: fraction of a second of Redis answering; a refused connect costs microseconds.
+RECONNECT_MAX = 0.2
 
 #: Largest announcement sent or applied. A sender that would exceed it announces a
 #: local flush instead (always correct); a listener ignores anything larger, which
@@ -228,7 +232,7 @@ class Listener:
                 self.reconnects += 1
                 self._event("disconnected")
                 self._stop.wait(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, RECONNECT_MAX)
             finally:
                 if pubsub is not None:
                     try:

@@ -14,6 +14,7 @@ import asyncio
 import datetime as _dt
 import inspect
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -21,14 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import tenacity
 
-from .exceptions import ConfigurationError, LockTimeout, SerializationError
+from .coherence import check_tag
+from .exceptions import ConfigurationError, KeyBuildError, LockTimeout, SerializationError
 from .keys import KeyBuilder, format_template, template_fields
 from .resilience import as_async, as_sync
 from .serializers import WRITE_ID_OFFSET, WRITE_ID_SIZE, Envelope
 from .stampede import Flight, soft_deadline, xfetch_due
 from .stats import Stats
 from .tiers.local import LocalEntry, approx_size
-from .tiers.redis import FAILED, Op
+from .tiers.redis import FAILED, MAX_ENTRY_TTL, Op
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -130,9 +132,9 @@ def ttl_seconds(ttl: Any, value: Any, fn_name: str) -> float:
         ttl = ttl(value)
     if isinstance(ttl, _dt.timedelta):
         return ttl.total_seconds()
-    if isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+    if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and math.isfinite(ttl):
         return float(ttl)
-    raise ConfigurationError(f"{fn_name}: ttl must be seconds, a timedelta or a callable returning one; got {ttl!r}")
+    raise ConfigurationError(f"{fn_name}: ttl must be finite seconds, a timedelta or a callable returning one; got {ttl!r}")
 
 
 def check_ttl(ttl: Any, fn_name: str) -> None:
@@ -146,8 +148,24 @@ def _write_id(raw: bytes | None) -> bytes:
     return raw[WRITE_ID_OFFSET:WRITE_ID_OFFSET + WRITE_ID_SIZE] if raw else b""
 
 
+def _meta_problem(meta: Any, generations: int, tombstone: bool) -> str | None:
+    """Why an envelope's meta is not one we wrote, or None: an object whose ``g`` is
+    the list of ``generations`` counter values (strings) it was computed under (a
+    tombstone has none). Other fields belong to TTL policies, which validate their own."""
+    if not isinstance(meta, dict):
+        return f"meta is a {type(meta).__name__}, not an object"
+    if tombstone:
+        return None
+    g = meta.get("g")
+    if not isinstance(g, list) or len(g) != generations or not all(isinstance(x, str) for x in g):
+        return "meta has no list of generations of the expected length"
+    return None
+
+
 def _gens(values: Sequence[Any]) -> list[str]:
-    return [v.decode() if isinstance(v, bytes) else "0" if v is None else str(v) for v in values]
+    """Counter values as strings. Latin-1 maps every byte string to a distinct str, so a
+    counter someone overwrote with non-UTF-8 bytes is just another value, never an error."""
+    return [v.decode("latin-1") if isinstance(v, bytes) else "0" if v is None else str(v) for v in values]
 
 
 class Engine:
@@ -211,7 +229,13 @@ class Engine:
         if not self.tag_templates:
             return ()
         bound = self.keys.binder.bind(args, kwargs)
-        return tuple(format_template(t, bound, self.name) for t in self.tag_templates)
+        tags = tuple(format_template(t, bound, self.name) for t in self.tag_templates)
+        for tag in tags:
+            try:
+                check_tag(tag)  # invalidate_tags refuses it: an entry it could never reach is not stored
+            except ConfigurationError as exc:
+                raise KeyBuildError(f"{self.name}: {exc}") from None
+        return tags
 
     # -- the local tier ---------------------------------------------------
     def _fill(self, key: str, value: Any, created_at: float, ttl: float, compute_time: float,
@@ -249,16 +273,26 @@ class Engine:
         return NO_VALUE, "miss", entry
 
     # -- the flow ---------------------------------------------------------
-    def _decode(self, raw: bytes | None, gens: list[str]) -> Envelope | None:
+    def _decode(self, raw: bytes | None, gens: list[str], entry_key: str, key: str, tags: tuple[str, ...]) -> Envelope | None:
+        """The entry, or None for a miss: absent, unreadable, a tombstone, computed
+        under other generations, or older than an invalidation Redis has not yet
+        acknowledged (this process must not serve what it asked to drop)."""
         if raw is None:
             return None
         try:
-            env = self.cache.codec.decode(raw)
+            env = self.cache.codec.decode(raw, key=entry_key)
+            problem = _meta_problem(env.meta, len(gens), env.tombstone)
+            if problem:
+                raise SerializationError(problem)
         except SerializationError as exc:
             self.stats.corrupt += 1
             log.warning("%s: discarding an unreadable Redis entry: %s", self.name, exc)
             return None
-        if env.tombstone or env.meta.get("g") != gens:
+        if env.tombstone or env.meta["g"] != gens:
+            return None
+        pending = self.cache.pending
+        if pending.owed and pending.blocks(key, tags, env.created_at):
+            self.stats.pending_misses += 1
             return None
         return env
 
@@ -295,8 +329,8 @@ class Engine:
             read_at = cache.timer()
             if self.lock and mode == "miss" and held is not None and read_at >= held.created_at + held.ttl:
                 token = os.urandom(16)
-                res = yield _Redis(rt.read_or_acquire(lock_key, token, int(o.lock_timeout * 1000), read_at,
-                                                      [entry_key, *gen_keys]), "read")
+                res = yield from self._lock_call(rt.read_or_acquire(lock_key, token, int(o.lock_timeout * 1000), read_at,
+                                                                    [entry_key, *gen_keys]), lock_key, token)
                 if res is not FAILED:
                     locked, res = res[0] == 1, res[1:]
                 if not locked:
@@ -306,7 +340,7 @@ class Engine:
             if res is not FAILED:
                 raw, gens = res[0], _gens(res[1:])
                 expected = _write_id(raw)
-                env = prev = self._decode(raw, gens)
+                env = prev = self._decode(raw, gens, entry_key, key, tags)
                 now = max(cache.timer(), read_at)  # a clock stepping back must not undo what the script judged
                 if env is not None:
                     if now < env.expires_at:
@@ -330,18 +364,19 @@ class Engine:
 
                 if self.lock and mode != "refresh" and not locked:
                     token = os.urandom(16)
-                    acq = yield _Redis(rt.acquire(lock_key, token, int(o.lock_timeout * 1000), [entry_key, *gen_keys]), "lock")
+                    acq = yield from self._lock_call(rt.acquire(lock_key, token, int(o.lock_timeout * 1000), [entry_key, *gen_keys]),
+                                                     lock_key, token)
                     if acq is FAILED:
                         token = None
                     else:
                         new_gens = _gens(acq[2:])
                         if acq[1] != raw or new_gens != gens:  # unchanged bytes need no second decode
-                            env = self._decode(acq[1], new_gens)
+                            env = self._decode(acq[1], new_gens, entry_key, key, tags)
                             prev = env or prev
                         gens = new_gens
                         fresh = env is not None and cache.timer() < env.expires_at
                         if acq[0] == 1 and fresh and env is not None and (current is None or env.created_at > current.created_at):
-                            yield _Redis(rt.release(lock_key, token), "unlock")
+                            yield from self._unlock(lock_key, token)
                             return self._hit(key, env, tags, since, started)
                         if acq[0] != 1:
                             token = None
@@ -362,7 +397,7 @@ class Engine:
         except Exception as exc:
             stats.compute_errors += 1
             if token is not None and rt is not None:
-                yield _Redis(rt.release(lock_key, token), "unlock")
+                yield from self._unlock(lock_key, token)
             if mode == "early":  # XFetch picked this caller to refresh a value that has not expired yet
                 keep = current.value if current is not None else (
                     held.value if held is not None and cache.timer() < held.expires_at else NO_VALUE)
@@ -378,7 +413,7 @@ class Engine:
         except (asyncio.CancelledError, KeyboardInterrupt):
             # the caller gave up mid-computation: free the lock now, not after lock_timeout
             if token is not None and rt is not None:
-                yield _Redis(rt.release(lock_key, token), "unlock")
+                yield from self._unlock(lock_key, token)
             raise
         compute_time = time.perf_counter() - t0
         stats.computes += 1
@@ -393,7 +428,7 @@ class Engine:
             # should_cache, a TTL policy or the serializer raised: free the lock now, not
             # after lock_timeout (the release is token-checked, so a second one is harmless).
             if token is not None and rt is not None:
-                yield _Redis(rt.release(lock_key, token), "unlock")
+                yield from self._unlock(lock_key, token)
             raise
         stats.latency["miss"].add(time.perf_counter() - started)
         return value
@@ -419,12 +454,13 @@ class Engine:
             res = yield _Redis(rt.read([entry_key, *gen_keys, lock_key]), "read")
             if res is FAILED:
                 return NO_VALUE, None, b""
-            env = self._decode(res[0], _gens(res[1:-1]))
+            env = self._decode(res[0], _gens(res[1:-1]), entry_key, key, tags)
             if env is not None and cache.timer() < env.expires_at:
                 return self._hit(key, env, tags, since, started), None, b""
             if res[-1] is None:  # the holder finished without a value, or died and its lock expired
                 token = os.urandom(16)
-                acq = yield _Redis(rt.acquire(lock_key, token, int(o.lock_timeout * 1000), [entry_key, *gen_keys]), "lock")
+                acq = yield from self._lock_call(rt.acquire(lock_key, token, int(o.lock_timeout * 1000), [entry_key, *gen_keys]),
+                                                 lock_key, token)
                 if acq is FAILED:
                     return NO_VALUE, None, b""
                 if acq[0] == 1:
@@ -457,10 +493,11 @@ class Engine:
         wrote = False
         if rt is not None and ttl > 0 and gens is not None:
             try:
-                data = cache.codec.encode(value, created_at=now, ttl=ttl, compute_time=compute_time, meta={**extra, "g": gens})
+                data = cache.codec.encode(value, created_at=now, ttl=ttl, compute_time=compute_time, meta={**extra, "g": gens},
+                                          key=cache.keyspace.entry(key))
             except SerializationError as exc:
                 if token is not None:
-                    yield _Redis(rt.release(cache.keyspace.lock(key), token), "unlock")
+                    yield from self._unlock(cache.keyspace.lock(key), token)
                 raise SerializationError(f"{self.name}: result not cacheable: {exc}", key=key, tier="redis") from exc
             except ValueError as exc:
                 self.stats.rejected += 1
@@ -471,14 +508,15 @@ class Engine:
             else:
                 size = len(data)
                 announce = (cache.keyspace.channel, cache.message("k", key)) if mode != "miss" else None
-                px = max(1, int((ttl + max(self.stale_if_error, retain)) * 1000))
+                # Bounded, so the entry expires before the counters it depends on (Keyspace).
+                px = max(1, int(min(MAX_ENTRY_TTL, ttl + max(self.stale_if_error, retain)) * 1000))
                 result = yield _Redis(rt.write(
                     cache.keyspace.entry(key), cache.keyspace.lock(key), data, px,
                     expected=None if mode == "refresh" else expected, token=token, announce=announce,
                 ), "write")
                 wrote = result == 1
         if token is not None and not wrote and rt is not None:
-            yield _Redis(rt.release(cache.keyspace.lock(key), token), "unlock")
+            yield from self._unlock(cache.keyspace.lock(key), token)
         if ttl > 0:
             if rt is None and cache.options.local_max_bytes:
                 size = approx_size(value)
@@ -486,7 +524,30 @@ class Engine:
 
     def invalidate_flow(self, key: str) -> Flow:
         self.stats.invalidations += 1
-        yield from self.cache.key_invalidation(key)
+        return (yield from self.cache.key_invalidation(key))
+
+    # -- locks whose reply was lost -------------------------------------------
+    def _lock_call(self, op: Op, lock_key: str, token: bytes) -> Flow:
+        """A lock request whose reply is lost may still have taken the lock on the
+        server (a frozen Redis runs it when it wakes): owe a token-checked release."""
+        try:
+            res = yield _Redis(op, "lock")
+        except BaseException:
+            self.cache.owe_release(lock_key, token)
+            raise
+        if res is FAILED:
+            self.cache.owe_release(lock_key, token)
+        return res
+
+    def _unlock(self, lock_key: str, token: bytes) -> Flow:
+        assert self.redis is not None
+        try:
+            done = yield _Redis(self.redis.release(lock_key, token), "unlock")
+        except BaseException:
+            self.cache.owe_release(lock_key, token)
+            raise
+        if done is FAILED:
+            self.cache.owe_release(lock_key, token)
 
     # -- drivers ------------------------------------------------------------
     def call_sync(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

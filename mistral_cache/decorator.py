@@ -30,8 +30,8 @@ def make_wrapper(engine: Engine) -> Any:
                     return entry.value
             return await call_async(k, args, kwargs)
 
-        async def invalidate(*args: Any, **kwargs: Any) -> None:
-            await cache._adrive(engine.invalidate_flow(key(args, kwargs)))
+        async def invalidate(*args: Any, **kwargs: Any) -> bool:
+            return bool(await cache._adrive(engine.invalidate_flow(key(args, kwargs))))
 
         async def refresh(*args: Any, **kwargs: Any) -> Any:
             return await engine.arun_flight(key(args, kwargs), args, kwargs, "refresh", None)
@@ -50,8 +50,8 @@ def make_wrapper(engine: Engine) -> Any:
                     return entry.value
             return call_sync(k, args, kwargs)
 
-        def invalidate(*args: Any, **kwargs: Any) -> None:  # type: ignore[misc]
-            cache._drive(engine.invalidate_flow(key(args, kwargs)))
+        def invalidate(*args: Any, **kwargs: Any) -> bool:  # type: ignore[misc]
+            return bool(cache._drive(engine.invalidate_flow(key(args, kwargs))))
 
         def refresh(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
             return engine.run_flight(key(args, kwargs), args, kwargs, "refresh", None)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -129,3 +131,49 @@ class CircuitBreaker:
             if self.state == HALF_OPEN or (self.state == CLOSED and self._failures >= self.failure_threshold):
                 self._opened_at = self._timer()
                 self._move(OPEN)
+
+
+class Prober:
+    """One daemon thread that calls ``probe()`` every ``interval`` seconds (jittered)
+    while ``needed()``, and exits when it is not.
+
+    Why a thread: a breaker lets a caller probe only after ``reset_timeout``, and
+    only when some caller comes by. Invalidations owed to Redis must be replayed
+    the moment it answers again, idle process or not, and the local tiers must not
+    wait seconds to be trusted again. A PING every 100 ms of an outage is cheap.
+    """
+
+    def __init__(self, probe: Callable[[], bool], needed: Callable[[], bool], interval: float = 0.1) -> None:
+        if interval <= 0:
+            raise ValueError("the probe interval must be positive")
+        self._probe, self._needed, self.interval = probe, needed, interval
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self.probes = 0
+
+    def kick(self) -> None:
+        """Probe now (and keep probing while needed)."""
+        with self._lock:
+            alive = self._thread is not None and self._thread.is_alive() and self._pid == os.getpid()
+            if not alive:
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="mistral-cache-redis-probe", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval * (0.5 + random.random()))
+            self._wake.clear()
+            try:
+                if self._needed():
+                    self.probes += 1
+                    self._probe()
+            except Exception:  # the prober must outlive any one probe
+                log.exception("redis probe failed")
+            with self._lock:
+                if not self._needed():
+                    self._thread = None
+                    return

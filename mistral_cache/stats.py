@@ -12,7 +12,7 @@ from typing import Any
 COUNTERS = (
     "local_hits", "redis_hits", "misses", "computes", "compute_errors", "early_refreshes",
     "stale_served", "lock_waits", "lock_timeouts", "redis_errors", "corrupt", "rejected",
-    "invalidations", "unreplicated",
+    "invalidations", "unreplicated", "invalidations_pending", "pending_misses", "locks_owed",
 )
 
 _BUCKETS_PER_DECADE = 20
@@ -77,6 +77,9 @@ class Stats:
     rejected: int
     invalidations: int
     unreplicated: int  # invalidations no replica acknowledged in time (Sentinel)
+    invalidations_pending: int  # invalidations Redis did not acknowledge at once: kept and replayed
+    pending_misses: int  # Redis entries older than a pending invalidation, read as misses
+    locks_owed: int  # lock tokens whose acquire or release reply was lost: released on the replay
 
     def __init__(self) -> None:
         for name in COUNTERS:

@@ -89,7 +89,7 @@ json_values = st.recursive(
 @given(json_values, st.sampled_from(["json", "msgpack"]), st.sampled_from([None, b"k3y"]))
 def test_codec_round_trip(value: object, ser: str, secret: bytes | None) -> None:
     codec = Codec(ser, secret=secret, compress_threshold=64)
-    env = codec.decode(codec.encode(value, created_at=1.0, ttl=2.0, compute_time=0.5, meta={"g": ["0"]}))
+    env = codec.decode(codec.encode(value, created_at=1.0, ttl=2.0, compute_time=0.5, meta={"g": ["0"]}, key="k"), key="k")
     assert env.value == value and env.ttl == 2.0 and env.meta == {"g": ["0"]}
 
 
@@ -103,19 +103,19 @@ def test_datetimes_survive_json() -> None:
 def test_garbage_is_rejected_never_loaded(data: bytes) -> None:
     codec = Codec("pickle", secret=b"s")
     with pytest.raises(SerializationError):
-        codec.decode(data)
+        codec.decode(data, key="k")
 
 
 def test_tampered_or_unsigned_pickle_is_rejected() -> None:
     signed = Codec("pickle", secret=b"right")
-    blob = signed.encode({"a": 1}, created_at=0, ttl=1)
+    blob = signed.encode({"a": 1}, created_at=0, ttl=1, key="k")
     tampered = blob[:-40] + bytes([blob[-40] ^ 1]) + blob[-39:]
     with pytest.raises(SerializationError, match="signature"):
-        signed.decode(tampered)
+        signed.decode(tampered, key="k")
     with pytest.raises(SerializationError, match="signature"):
-        Codec("pickle", secret=b"wrong").decode(blob)
+        Codec("pickle", secret=b"wrong").decode(blob, key="k")
     with pytest.raises(SerializationError, match="unsigned"):
-        signed.decode(Codec("json").encode({"a": 1}, created_at=0, ttl=1))
+        signed.decode(Codec("json").encode({"a": 1}, created_at=0, ttl=1), key="k")
 
 
 def test_oversized_values_are_refused() -> None:

@@ -36,6 +36,7 @@ from redis.lock import Lock
 from redis.retry import Retry
 
 from ..exceptions import ConfigurationError, TierUnavailable
+from ..invalidation import Owed, Pending
 from ..resilience import CircuitBreaker, as_async, as_sync, default_redis_retry
 from ..serializers import WRITE_ID_OFFSET, WRITE_ID_SIZE
 
@@ -412,6 +413,25 @@ def _then(first: Any, then: Callable[[Any], Any]) -> Any:
     return chain()
 
 
+def sequence(ops: Sequence[Op]) -> Op:
+    """One operation running ``ops`` in order, on either client: a replay of what is owed."""
+
+    def op(c: Any) -> Any:
+        if not is_async(c):
+            return [o(c) for o in ops]
+
+        async def run() -> list[Any]:
+            out = []
+            for o in ops:
+                r = o(c)
+                out.append(await r if inspect.isawaitable(r) else r)
+            return out
+
+        return run()
+
+    return op
+
+
 _SECRET_PARAM = re.compile(r"pass|pwd|secret|token|auth|credential", re.IGNORECASE)
 _QUERY_PARAM = re.compile(r"([?&;])([^=&;#]*)=([^&;]*)")
 _SHOWN_USER = re.compile(r"[A-Za-z0-9._~!$'()*+,%-]*")
@@ -546,6 +566,19 @@ class RedisTier:
         self.strict = strict
         self._on_error = on_error
         self._scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+        self._pending: Pending | None = None
+        self._settle_op: Callable[[Owed], Op] = lambda owed: sequence(())
+
+    def owe(self, pending: Pending, settle: Callable[[Owed], Op]) -> None:
+        """Before every command, send ``settle(owed)`` for what ``pending`` records, and
+        send nothing else until Redis acknowledged it: a replayed invalidation must
+        land before this process reads or writes anything it covers."""
+        self._pending, self._settle_op = pending, settle
+
+    @property
+    def can_probe(self) -> bool:
+        """A background probe needs a sync client (a URL or one given)."""
+        return self.url is not None or self._client is not None
 
     # -- clients ---------------------------------------------------------
     @functools.cached_property
@@ -605,11 +638,47 @@ class RedisTier:
             raise TierUnavailable("redis circuit breaker is open", tier="redis")
         return FAILED
 
+    def _settle(self, client: Any) -> None:
+        pending = self._pending
+        owed = pending.snapshot() if pending is not None else None
+        if owed is not None and pending is not None:
+            self._retry(self._settle_op(owed), client)
+            pending.settle(owed)
+
+    async def _asettle(self, client: Any) -> None:
+        pending = self._pending
+        owed = pending.snapshot() if pending is not None else None
+        if owed is not None and pending is not None:
+            op = self._settle_op(owed)
+
+            async def attempt(c: Any) -> Any:
+                result = op(c)
+                return await result if inspect.isawaitable(result) else result
+
+            await self._aretry(attempt, client)
+            pending.settle(owed)
+
+    def probe(self) -> bool:
+        """PING past the breaker and settle what is owed; close the breaker if both
+        succeed. A background thread calls this while Redis is sick, so recovery
+        follows Redis answering, not the breaker's reset timer."""
+        try:
+            client = self.client()
+            client.ping()
+            self._settle(client)
+        except (rex.RedisError, OSError, ConfigurationError):
+            return False
+        self.breaker.success()
+        return True
+
     def run(self, op: Op, what: str = "command") -> Any:
         if not self.breaker.allow():
             return self._closed()
+        pending = self._pending
         try:
             client = self.client()
+            if pending is not None and pending.owed:
+                self._settle(client)
             try:
                 result = op(client)  # the common case, without tenacity's per-call bookkeeping
             except (rex.RedisError, OSError) as first:
@@ -622,6 +691,7 @@ class RedisTier:
     async def arun(self, op: Op, what: str = "command") -> Any:
         if not self.breaker.allow():
             return self._closed()
+        pending = self._pending
 
         async def attempt(c: Any) -> Any:
             result = op(c)
@@ -629,6 +699,8 @@ class RedisTier:
 
         try:
             client = self.async_client()
+            if pending is not None and pending.owed:
+                await self._asettle(client)
             try:
                 result: Any = await attempt(client)
             except (rex.RedisError, OSError) as first:
