@@ -311,3 +311,12 @@ def test_a_session_is_confirmed_again_once_its_trust_window_has_passed(auth_mist
     assert facade.scope is None
     with pytest.raises(APIException):
         facade.workflows.get(shared["name"])
+
+
+def test_the_trust_window_never_outlives_the_token_nor_300_seconds():
+    from mistral_cache.mistral.identity import _parse_expiry, _trust_window
+
+    assert _trust_window(expires_in=5.0, ttl=300.0, now=100.0) == 105.0  # the token's expiry first
+    assert _trust_window(expires_in=3600.0, ttl=900.0, now=0.0) == 300.0  # never past token_cache_time
+    assert _trust_window(expires_in=None, ttl=1.0, now=0.0) == 1.0
+    assert abs(_parse_expiry("2000-01-01T00:00:00.000000Z") + time.time() - 946684800) < 5  # long expired: negative
