@@ -9,8 +9,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .adaptive import adaptive
+from .api import NO_VALUE
 from .cache import Cache
-from .core import NO_VALUE
 from .exceptions import (
     CacheError,
     ConfigurationError,

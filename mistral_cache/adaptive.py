@@ -73,13 +73,10 @@ import pickle
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .exceptions import ConfigurationError
 from .stats import Stats
-
-if TYPE_CHECKING:
-    from .core import Engine
 
 log = logging.getLogger("mistral_cache.adaptive")
 
@@ -510,14 +507,16 @@ class Adaptive:
                 return _seconds(b, value, "base")
         return self.ttl_for_rate(1.0 / self.prior_interval, value)
 
-    # -- the engine hooks (see core.Engine) ----------------------------------
-    def bind(self, engine: Engine) -> None:
-        stats = _AdaptiveStats()
-        stats.policy, stats.fn_name = self, engine.name
-        engine.stats = stats
+    # -- the TTLPolicy protocol (see api.TTLPolicy) ----------------------------
+    def bind(self, name: str, stats: Stats) -> Stats:
+        """The function's counters become ones that also report what was learnt."""
+        bound = _AdaptiveStats()
+        bound.merge(stats)
+        bound.policy, bound.fn_name = self, name
         with self._lock:
-            self._fns.setdefault(engine.name, _FnStats())
-            self._bound[engine.name] = stats
+            self._fns.setdefault(name, _FnStats())
+            self._bound[name] = bound
+        return bound
 
     def decide(self, value: Any, *, key: str, meta: dict[str, Any] | None, now: float, name: str) -> tuple[float, dict[str, Any], float]:
         """On a recompute: learn from the previous entry's state, choose the TTL.

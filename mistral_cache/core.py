@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import tenacity
 
+from .api import NO_VALUE, TTLPolicy
 from .coherence import check_tag
 from .exceptions import ConfigurationError, KeyBuildError, LockTimeout, SerializationError
 from .keys import KeyBuilder, format_template, template_fields
@@ -38,24 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mistral_cache")
 
 
-class NoValue:
-    """The "nothing cached" sentinel: a cached ``None`` is a hit."""
-
-    _instance: NoValue | None = None
-
-    def __new__(cls) -> NoValue:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "NO_VALUE"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-NO_VALUE = NoValue()
 
 
 class _LeaderCancelled(Exception):
@@ -215,9 +198,9 @@ class Engine:
         self.local = cache.local if local else None
         self.redis = cache.redis
         self.stats = Stats()
-        bind = getattr(ttl, "bind", None)  # context-aware TTL policies (adaptive) hook in here
-        if callable(bind):
-            bind(self)
+        self.policy = ttl if isinstance(ttl, TTLPolicy) else None  # a context-aware TTL (api.TTLPolicy)
+        if self.policy is not None:
+            self.stats = self.policy.bind(self.name, self.stats)
         cache._register(self)
         self._warned_size = False
 
@@ -480,13 +463,11 @@ class Engine:
         now = cache.timer()
         extra: dict[str, Any] = {}
         retain = 0.0
-        decide = getattr(self.ttl, "decide", None)
         if not cacheable:
             ttl = 0.0
-        elif callable(decide):
-            # A context-aware policy sees the previous entry's meta and returns
-            # (ttl, meta to store, seconds to keep the entry in Redis past its expiry).
-            ttl, extra, retain = decide(value, key=key, meta=prev_meta, now=now, name=self.name)
+        elif self.policy is not None:
+            ttl, extra_meta, retain = self.policy.decide(value, key=key, meta=prev_meta, now=now, name=self.name)
+            extra = dict(extra_meta)
         else:
             ttl = ttl_seconds(self.ttl, value, self.name)
         size = 1

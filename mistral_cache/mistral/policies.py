@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..adaptive import META_KEY, Adaptive, adaptive
+from ..api import TTLPolicy
 
 #: The key of the marker dict cached in place of a 404.
 NOT_FOUND_KEY = "__mistral_cache_not_found__"
@@ -193,15 +194,15 @@ class _LearningTTL:
     def __call__(self, value: Any) -> float:
         return ttl_for(self.resource, value, self.table)
 
-    def bind(self, engine: Any) -> None:
-        self.learner.bind(engine)
+    def bind(self, name: str, stats: Any) -> Any:
+        return self.learner.bind(name, stats)
 
     def decide(self, value: Any, **context: Any) -> tuple[float, dict[str, Any], float]:
         if is_not_found(value):
             return float(self.table["not_found"](value)), {}, 0.0
         ttl, extra, retain = self.learner.decide(value, **context)
         cap = self.table["stateful_list"]
-        if isinstance(value, list) and self.resource in STATEFUL and not hasattr(cap, "decide"):
+        if isinstance(value, list) and self.resource in STATEFUL and not isinstance(cap, TTLPolicy):
             # (a learning cap would only give its prior here: lists learn their own)
             capped = float(cap(value))
             if capped < ttl:
@@ -215,6 +216,6 @@ class _LearningTTL:
 def resource_ttl(resource: str, table: Mapping[str, Policy] = DEFAULT_POLICIES) -> Policy:
     """The ``ttl=`` of one read of ``resource``: :func:`ttl_for` over ``table``, or
     a strategy that keeps a learning policy (one with ``decide``) learning."""
-    if callable(getattr(table[resource], "decide", None)):
+    if isinstance(table[resource], TTLPolicy):
         return _LearningTTL(resource, table)
     return lambda value: ttl_for(resource, value, table)
