@@ -138,16 +138,15 @@ def is_transient(exc: BaseException) -> bool:
 
     if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
         return True
-    if _retriable_keystoneauth is not None and isinstance(exc, _retriable_keystoneauth):
-        return True
+    try:  # keystoneauth1 comes with python-mistralclient; imported here, not at import time
+        from keystoneauth1.exceptions import RetriableConnectionFailure
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        if isinstance(exc, RetriableConnectionFailure):
+            return True
     code = getattr(exc, "error_code", None)
     return isinstance(exc, _api_exception()) and isinstance(code, int) and code >= 500
-
-
-try:  # keystoneauth1 comes with python-mistralclient; its connection errors are not requests'
-    from keystoneauth1.exceptions import RetriableConnectionFailure as _retriable_keystoneauth
-except ImportError:  # pragma: no cover
-    _retriable_keystoneauth = None  # type: ignore[assignment,misc]
 
 
 def default_retry() -> tenacity.Retrying:
