@@ -45,6 +45,9 @@ ADMIN_ROLES = frozenset({"admin"})
 #: Longest time a confirmed identity is trusted without asking Keystone again:
 #: keystonemiddleware's default ``token_cache_time``.
 MAX_IDENTITY_TTL = 300.0
+#: After Keystone fails to answer, seconds during which reads pass through uncached
+#: without trying it again.
+KEYSTONE_DOWN_BACKOFF = 1.0
 #: The single scope of every admin: an admin context reads all projects.
 ADMIN_SCOPE = "*admin"
 
@@ -120,6 +123,7 @@ class TokenIdentities:
         self._lock = threading.Lock()
         self._maxsize = maxsize
         self._clock = clock
+        self._down_until: dict[str, float] = {}  # Keystone URL -> no retry before (monotonic)
         self.validations = 0  # requests sent to Keystone (observable in tests and stats)
 
     def _digest(self, token: str) -> bytes:
@@ -136,6 +140,8 @@ class TokenIdentities:
             known = self._entries.get(digest)
         if known is not None and now < known.trusted_until:
             return known
+        if now < self._down_until.get(auth_url, 0.0):
+            return None  # Keystone just failed to answer: no connect timeout per read meanwhile
         identity = self._validate(token, auth_url, frozenset(admin_roles), ttl, timeout, session)
         with self._lock:
             if identity is None:
@@ -167,6 +173,7 @@ class TokenIdentities:
             )
         except requests.RequestException as exc:
             log.warning("Keystone at %s did not answer a token validation (%s): not caching", url, type(exc).__name__)
+            self._down_until[auth_url] = self._clock() + KEYSTONE_DOWN_BACKOFF
             return None
         if resp.status_code in (401, 403, 404):
             log.debug("Keystone rejected a token (%d): not caching", resp.status_code)

@@ -320,3 +320,29 @@ def test_the_trust_window_never_outlives_the_token_nor_300_seconds():
     assert _trust_window(expires_in=3600.0, ttl=900.0, now=0.0) == 300.0  # never past token_cache_time
     assert _trust_window(expires_in=None, ttl=1.0, now=0.0) == 1.0
     assert abs(_parse_expiry("2000-01-01T00:00:00.000000Z") + time.time() - 946684800) < 5  # long expired: negative
+
+
+def test_keystone_not_answering_means_nothing_is_cached(auth_mistral_url, tenants, facade_of, shared):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v3"
+    facade = facade_of(token_client(auth_mistral_url, tenants.a_member), auth_url=dead)
+    validations = TOKENS.validations
+    assert facade.scope is None
+    for _ in range(3):
+        before = facade.client.requests.total
+        assert described(facade.workflows.get(shared["name"])) == "of-a"  # Mistral still validates the token itself
+        assert facade.client.requests.total == before + 1, "from the server, not the cache"
+    assert TOKENS.validations == validations + 1, "a dead Keystone is not retried on every read"
+
+
+def test_only_mistrals_own_404s_are_cached_as_missing():
+    from mistral_cache.mistral.client import _mistral_not_found
+
+    assert _mistral_not_found(APIException(404, "Workflow not found [workflow_identifier=x, namespace=]"))
+    assert not _mistral_not_found(APIException(404, None))  # keystoneauth's 404 while re-authenticating
+    assert not _mistral_not_found(APIException(404, ""))
+    assert not _mistral_not_found(APIException(404, "Could not find token: abc"))
+    assert not _mistral_not_found(APIException(401, "Auth token is invalid"))
