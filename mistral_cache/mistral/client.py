@@ -556,7 +556,8 @@ class CachedMistralClient:
                 return None
             timeout = getattr(getattr(self.http_client, "session", None), "_mistral_cache_timeout", None) or DEFAULT_TIMEOUT
             identity = TOKENS.lookup(token, str(self.auth_url), admin_roles=self.admin_roles, ttl=self.identity_ttl, timeout=timeout)
-            self._memo = None if identity is None else (token, identity, scope_for(identity.project_id, self.mistral_url, admin=identity.admin))
+            if identity is not None:  # a failed lookup keeps the last confirmed one, for invalidation only
+                self._memo = (token, identity, scope_for(identity.project_id, self.mistral_url, admin=identity.admin))
             return identity
         return None
 
@@ -608,8 +609,12 @@ class CachedMistralClient:
         scopes = set()
         if self._identity_kind in ("session", "token"):
             identity = self.identity()
+            if identity is None and self._memo is not None:
+                # Unconfirmed now, yet Mistral's own token cache may have accepted the
+                # write: invalidate for the identity last confirmed (extra is harmless).
+                identity = self._memo[1]
             if identity is None:
-                return  # Keystone refused the caller: the server refused the write too
+                return  # never confirmed: nothing of this caller was ever cached
             scopes.add(scope_for(identity.project_id, self.mistral_url))
             scopes.add(scope_for(identity.project_id, self.mistral_url, admin=True))
             owner_project = getattr(result, "project_id", None)

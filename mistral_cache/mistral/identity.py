@@ -104,62 +104,71 @@ def _parse_expiry(value: Any) -> float | None:
     return delta
 
 
-def _trust_window(expires_in: float | None, ttl: float, now: float) -> float:
-    window = min(ttl, MAX_IDENTITY_TTL)
-    if expires_in is not None:
-        window = min(window, expires_in)
-    return now + window
+def trusted_until(validated_at: float, expires_at: float, ttl: float) -> float:
+    """When a validation stops being trusted: ``ttl`` after it (never more than 300 s),
+    and never past the token's expiry."""
+    return min(validated_at + min(ttl, MAX_IDENTITY_TTL), expires_at)
+
+
+@dataclass(frozen=True)
+class _Validated:
+    """Keystone's answer about one token, as remembered (monotonic times)."""
+
+    project_id: str
+    roles: frozenset[str]
+    validated_at: float
+    expires_at: float
 
 
 class TokenIdentities:
-    """Process-wide memory of validated bare tokens: token digest -> :class:`Identity`.
+    """Process-wide memory of validated bare tokens: (Keystone URL, token) digest ->
+    Keystone's answer, from which each caller's :class:`Identity` is derived with its
+    own ``admin_roles`` and ``ttl`` (a facade asking for 1 s is never handed a 300 s one).
 
     Tokens are held only as an HMAC under a per-process random key, so a dump of
     this memory reveals no token. Bounded in entries (oldest dropped first)."""
 
     def __init__(self, maxsize: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self._key = secrets.token_bytes(32)
-        self._entries: OrderedDict[bytes, Identity] = OrderedDict()
+        self._entries: OrderedDict[bytes, _Validated] = OrderedDict()
         self._lock = threading.Lock()
         self._maxsize = maxsize
         self._clock = clock
         self._down_until: dict[str, float] = {}  # Keystone URL -> no retry before (monotonic)
         self.validations = 0  # requests sent to Keystone (observable in tests and stats)
 
-    def _digest(self, token: str) -> bytes:
-        return hmac.new(self._key, token.encode(), hashlib.sha256).digest()
+    def _digest(self, auth_url: str, token: str) -> bytes:
+        return hmac.new(self._key, f"{auth_url}\n{token}".encode(), hashlib.sha256).digest()
 
     def lookup(
         self, token: str, auth_url: str, *, admin_roles: Iterable[str] = ADMIN_ROLES, ttl: float = MAX_IDENTITY_TTL,
         timeout: Any = (3.05, 10.0), session: Any = None,
     ) -> Identity | None:
         """The token's identity, from memory while trusted, else from Keystone (None: rejected or unknown)."""
-        digest = self._digest(token)
+        digest = self._digest(auth_url, token)
         now = self._clock()
         with self._lock:
             known = self._entries.get(digest)
-        if known is not None and now < known.trusted_until:
-            return known
-        if now < self._down_until.get(auth_url, 0.0):
-            return None  # Keystone just failed to answer: no connect timeout per read meanwhile
-        identity = self._validate(token, auth_url, frozenset(admin_roles), ttl, timeout, session)
-        with self._lock:
-            if identity is None:
-                self._entries.pop(digest, None)
-            else:
-                self._entries[digest] = identity
+        if known is None or now >= trusted_until(known.validated_at, known.expires_at, ttl):
+            if now < self._down_until.get(auth_url, 0.0):
+                return None  # Keystone just failed to answer: no connect timeout per read meanwhile
+            known = self._validate(token, auth_url, timeout, session)
+            with self._lock:
+                if known is None:
+                    self._entries.pop(digest, None)
+                    return None
+                self._entries[digest] = known
                 self._entries.move_to_end(digest)
                 while len(self._entries) > self._maxsize:
                     self._entries.popitem(last=False)
-        return identity
+        admin = bool(known.roles & frozenset(admin_roles))
+        return Identity(known.project_id, admin, trusted_until(known.validated_at, known.expires_at, ttl))
 
     def forget_all(self) -> None:
         with self._lock:
             self._entries.clear()
 
-    def _validate(
-        self, token: str, auth_url: str, admin_roles: frozenset[str], ttl: float, timeout: Any, session: Any,
-    ) -> Identity | None:
+    def _validate(self, token: str, auth_url: str, timeout: Any, session: Any) -> _Validated | None:
         import requests
 
         self.validations += 1
@@ -185,7 +194,7 @@ class TokenIdentities:
             body = resp.json()["token"]
             project = body.get("project") or {}
             project_id = project.get("id")
-            roles = {r.get("name") for r in body.get("roles") or ()}
+            roles = frozenset(str(r.get("name")) for r in body.get("roles") or ())
             expires_in = _parse_expiry(body.get("expires_at"))
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("Keystone token validation returned an unexpected body: not caching")
@@ -193,7 +202,7 @@ class TokenIdentities:
         if not isinstance(project_id, str) or not project_id:
             return None  # unscoped or domain-scoped: Mistral has no project for it
         now = self._clock()
-        return Identity(project_id, bool(roles & admin_roles), _trust_window(expires_in, ttl, now))
+        return _Validated(project_id, roles, now, now + expires_in if expires_in is not None else float("inf"))
 
 
 #: The memory every facade shares, so a web app building one facade per request

@@ -313,13 +313,28 @@ def test_a_session_is_confirmed_again_once_its_trust_window_has_passed(auth_mist
         facade.workflows.get(shared["name"])
 
 
-def test_the_trust_window_never_outlives_the_token_nor_300_seconds():
-    from mistral_cache.mistral.identity import _parse_expiry, _trust_window
+def test_the_trust_window_never_outlives_the_token_nor_300_seconds(tenants, keystone):
+    from mistral_cache.mistral.identity import TokenIdentities, _parse_expiry, trusted_until
 
-    assert _trust_window(expires_in=5.0, ttl=300.0, now=100.0) == 105.0  # the token's expiry first
-    assert _trust_window(expires_in=3600.0, ttl=900.0, now=0.0) == 300.0  # never past token_cache_time
-    assert _trust_window(expires_in=None, ttl=1.0, now=0.0) == 1.0
-    assert abs(_parse_expiry("2000-01-01T00:00:00.000000Z") + time.time() - 946684800) < 5  # long expired: negative
+    assert trusted_until(validated_at=100.0, expires_at=105.0, ttl=300.0) == 105.0  # the token's expiry first
+    assert trusted_until(validated_at=0.0, expires_at=3600.0, ttl=900.0) == 300.0  # never past token_cache_time
+    assert trusted_until(validated_at=0.0, expires_at=float("inf"), ttl=1.0) == 1.0
+    assert _parse_expiry("2000-01-01T00:00:00.000000Z") < 0
+    # against Keystone, on an injected clock: remembered 300 s at most, whatever ttl asks
+    now = [1000.0]
+    memory = TokenIdentities(clock=lambda: now[0])
+    token = tenants.a_member.token()
+    first = memory.lookup(token, keystone.url, ttl=900.0)
+    assert first is not None and first.project_id == tenants.a_member.project_id and not first.admin
+    assert first.trusted_until == 1300.0
+    now[0] = 1299.0
+    assert memory.lookup(token, keystone.url).project_id == first.project_id and memory.validations == 1
+    assert memory.lookup(token, keystone.url, ttl=10.0) is not None and memory.validations == 2, "a shorter ttl is honoured"
+    now[0] = 1299.0 + 300.0  # 300 s after the last validation
+    memory.lookup(token, keystone.url, ttl=900.0)
+    assert memory.validations == 3
+    # admin-ness is each caller's rule over the roles Keystone returned
+    assert memory.lookup(token, keystone.url, admin_roles={"member"}).admin
 
 
 def test_keystone_not_answering_means_nothing_is_cached(auth_mistral_url, tenants, facade_of, shared):
