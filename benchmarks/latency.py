@@ -293,12 +293,12 @@ def notes(result: dict[str, Any]) -> str:
         r = ours.get(path)
         if r is not None:
             verdict = "meets" if r <= target else "misses"
-            lines.append(f"- mistral_cache {path}: {r:.2f}× the baseline ({verdict} the DESIGN §7 target of "
+            lines.append(f"- mistral_cache {path}: {r:.2f}× the baseline ({verdict} the target of "
                          f"≤ {target:.2f}×).")
     trips = rat.get("mistral_cache_miss_overhead_round_trips")
     if trips is not None:
         lines.append(f"- mistral_cache miss: takes as long as about {trips:.1f} bare GET+json calls on top of the "
-                     "function (DESIGN §7 allows at most 2 Redis round trips).")
+                     "function (the target: at most 2 Redis round trips).")
     peers = sorted({r["lib"] for r in rows if r["kind"] == "peer"})
     for path in ("local hit", "redis hit"):
         faster = [p for p in peers if rat.get(p, {}).get(path) is not None and ours.get(path) is not None

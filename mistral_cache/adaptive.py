@@ -76,7 +76,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .exceptions import ConfigurationError
-from .stats import Stats
+from .observability.stats import Stats
 
 log = logging.getLogger("mistral_cache.adaptive")
 
@@ -421,7 +421,7 @@ class _FnStats:
         return mean if mean > 1e-12 else None
 
 
-class _AdaptiveStats(Stats):
+class AdaptiveStats(Stats):
     """The engine's counters plus an ``adaptive`` entry in ``fn.stats()``."""
 
     policy: Adaptive
@@ -510,7 +510,7 @@ class Adaptive:
     # -- the TTLPolicy protocol (see api.TTLPolicy) ----------------------------
     def bind(self, name: str, stats: Stats) -> Stats:
         """The function's counters become ones that also report what was learnt."""
-        bound = _AdaptiveStats()
+        bound = AdaptiveStats()
         bound.merge(stats)
         bound.policy, bound.fn_name = self, name
         with self._lock:

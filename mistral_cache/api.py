@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from .stats import Stats
+    from .observability.stats import Stats
 
 __all__ = ["NO_VALUE", "NoValue", "Decision", "TTLPolicy"]
 
@@ -57,7 +57,7 @@ class TTLPolicy(Protocol):
 
     - ``bind(name, stats)`` is called once when a function is decorated with the
       policy. ``name`` is the function's qualified name and ``stats`` its counters;
-      return the :class:`~mistral_cache.stats.Stats` the function should count into
+      return the :class:`~mistral_cache.observability.stats.Stats` the function should count into
       (``stats`` itself, or a subclass carrying the policy's own figures, which then
       appear in ``fn.stats()``).
     - ``decide(value, key=, meta=, now=, name=)`` is called on every store, after the

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from mistral_cache.cli import build_parser, main
+from mistral_cache.admin.cli import build_parser, main
 
 
 def test_parser_has_bench_and_is_extensible() -> None:

@@ -14,7 +14,8 @@ import redis
 
 from mistral_cache import Cache
 from mistral_cache.adaptive import adaptive
-from mistral_cache.ops import main, publish_stats, start_stats_publisher
+from mistral_cache.admin.cli import main
+from mistral_cache.observability.publisher import publish_stats, start_stats_publisher
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -172,7 +173,7 @@ def test_doctor_checks_a_healthy_server_and_flags_allkeys_eviction(own_redis: ob
 def test_command_line_process(redis_url: str) -> None:
     """The real entry point, in a process of its own."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-m", "mistral_cache.ops", "doctor", "--redis-url", redis_url, "--json"],
+    proc = subprocess.run([sys.executable, "-m", "mistral_cache.admin.cli", "doctor", "--redis-url", redis_url, "--json"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode in (0, 1), proc.stderr
     assert json.loads(proc.stdout)["checks"][0]["name"] == "connect"
@@ -180,7 +181,7 @@ def test_command_line_process(redis_url: str) -> None:
 
 def test_prometheus_exporter(cache: Cache) -> None:
     prometheus_client = pytest.importorskip("prometheus_client")
-    from mistral_cache.metrics import register, samples
+    from mistral_cache.observability.metrics import register, samples
 
     @cache.cached(ttl=60)
     def f(x: int) -> int:

@@ -17,8 +17,8 @@ import redis
 
 from mistral_cache import Cache
 from mistral_cache import coherence as coh
+from mistral_cache.admin.cli import main
 from mistral_cache.exceptions import CacheError, ConfigurationError
-from mistral_cache.ops import main
 from mistral_cache.tiers.local import LocalEntry, LocalTier
 from mistral_cache.tiers.redis import Keyspace, redact
 
@@ -357,7 +357,7 @@ CRAFTED: list[bytes | str] = [
 
 def test_crafted_stats_fields_do_not_crash_the_command(redis_url: str, namespace: str, cache: Cache,
                                                        rclient: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
-    from mistral_cache.ops import publish_stats, stats_key
+    from mistral_cache.observability.publisher import publish_stats, stats_key
 
     @cache.cached(ttl=60, key="x")
     def f() -> int:

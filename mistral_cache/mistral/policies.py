@@ -7,7 +7,7 @@ defaults and applies the user's overrides::
 
     policies = make_policies(executions=lambda d: 1.0 if d.get("state") == "RUNNING" else 600)
 
-States (DESIGN.md section 5): SUCCESS (and SKIPPED for tasks) never change again;
+Mistral's states: SUCCESS (and SKIPPED for tasks) never change again;
 ERROR and CANCELLED can go back to RUNNING (rerun); RUNNING, IDLE, PAUSED,
 WAITING, DELAYED change at any time. Definitions are kept long: their correctness
 comes from the invalidation the facade does on every write.

@@ -12,10 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .stats import _BUCKETS_PER_DECADE, _LOW, Histogram
+from .publisher import cache_stats
+from .stats import BUCKETS_PER_DECADE, LOW, Histogram
 
 if TYPE_CHECKING:
-    from .cache import Cache
+    from ..cache import Cache
+
+__all__ = [
+    "BREAKER_STATES", "COUNTER_NAMES", "LATENCY_BUCKETS", "CacheCollector", "Sample", "cumulative_buckets",
+    "latency_histograms", "register", "samples", "start_http_server",
+]
 
 Sample = tuple[str, dict[str, str], float]
 
@@ -66,9 +72,7 @@ def samples(cache: Cache) -> list[Sample]:
 
 def latency_histograms(cache: Cache) -> dict[str, Histogram]:
     """The merged latency histograms of a cache, by path (``redis_hit``, ``miss``)."""
-    from .ops import raw_stats
-
-    return raw_stats(cache).latency
+    return cache_stats(cache).total.latency
 
 
 def cumulative_buckets(h: Histogram, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> list[tuple[float, int]]:
@@ -78,7 +82,7 @@ def cumulative_buckets(h: Histogram, bounds: tuple[float, ...] = LATENCY_BUCKETS
     seen = 0
     index = 0
     for bound in bounds:
-        while index < len(h.counts) and (_LOW if index == 0 else _LOW * 10 ** (index / _BUCKETS_PER_DECADE)) <= bound * (1 + 1e-9):
+        while index < len(h.counts) and (LOW if index == 0 else LOW * 10 ** (index / BUCKETS_PER_DECADE)) <= bound * (1 + 1e-9):
             seen += h.counts[index]
             index += 1
         out.append((bound, seen))

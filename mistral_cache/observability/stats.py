@@ -2,12 +2,23 @@
 
 Counters are plain ints bumped without a lock: under threads a rare increment
 may be lost, which is acceptable for statistics and keeps the hit path cheap.
+
+:func:`gather` is the one place a cache's statistics are summed: the cache's own
+counters plus every cached function's, histograms kept whole (``Cache.stats()``
+summarises them; the publisher and the Prometheus exporter need the buckets).
+Nothing here imports the rest of the package.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "BUCKETS_PER_DECADE", "COUNTERS", "LOW", "CacheStats", "FunctionStats", "Histogram", "Stats", "gather",
+]
 
 COUNTERS = (
     "local_hits", "redis_hits", "misses", "computes", "compute_errors", "early_refreshes",
@@ -15,8 +26,10 @@ COUNTERS = (
     "invalidations", "unreplicated", "invalidations_pending", "pending_misses", "locks_owed",
 )
 
-_BUCKETS_PER_DECADE = 20
-_LOW = 1e-7  # 0.1 microsecond
+#: Histogram resolution: buckets per power of ten, from :data:`LOW` seconds up.
+BUCKETS_PER_DECADE = 20
+#: The upper edge (seconds) of a histogram's first bucket: 0.1 microsecond.
+LOW = 1e-7
 
 
 class Histogram:
@@ -25,12 +38,12 @@ class Histogram:
     __slots__ = ("counts", "total", "sum")
 
     def __init__(self) -> None:
-        self.counts = [0] * (_BUCKETS_PER_DECADE * 10 + 1)
+        self.counts = [0] * (BUCKETS_PER_DECADE * 10 + 1)
         self.total = 0
         self.sum = 0.0
 
     def add(self, seconds: float) -> None:
-        index = 0 if seconds <= _LOW else int(math.log10(seconds / _LOW) * _BUCKETS_PER_DECADE) + 1
+        index = 0 if seconds <= LOW else int(math.log10(seconds / LOW) * BUCKETS_PER_DECADE) + 1
         self.counts[min(index, len(self.counts) - 1)] += 1
         self.total += 1
         self.sum += seconds
@@ -43,7 +56,7 @@ class Histogram:
         for index, count in enumerate(self.counts):
             seen += count
             if seen >= rank:
-                return _LOW * 10 ** ((index - 0.5) / _BUCKETS_PER_DECADE) if index else _LOW
+                return LOW * 10 ** ((index - 0.5) / BUCKETS_PER_DECADE) if index else LOW
         return None  # pragma: no cover
 
     def merge(self, other: Histogram) -> None:
@@ -101,3 +114,38 @@ class Stats:
 
     def reset(self) -> None:
         self.__init__()  # type: ignore[misc]
+
+
+class FunctionStats(Protocol):
+    """What :func:`gather` reads of a cached function: its name and its counters."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def stats(self) -> Stats: ...
+
+
+@dataclass
+class CacheStats:
+    """One cache's statistics: the total (histograms whole) and each function's own."""
+
+    total: Stats
+    functions: dict[str, Stats] = field(default_factory=dict)  # by name; of two with one name, the last
+
+    def snapshot(self) -> dict[str, Any]:
+        """The total's snapshot plus ``functions``: each function's snapshot, by name."""
+        out = self.total.snapshot()
+        out["functions"] = {name: stats.snapshot() for name, stats in self.functions.items()}
+        return out
+
+
+def gather(extra: Stats, functions: Iterable[FunctionStats]) -> CacheStats:
+    """Sum ``extra`` (the cache's own counters) and every function's into one total."""
+    total = Stats()
+    total.merge(extra)
+    by_name: dict[str, Stats] = {}
+    for fn in list(functions):  # a WeakSet may shrink while we iterate
+        total.merge(fn.stats)
+        by_name[fn.name] = fn.stats
+    return CacheStats(total, by_name)

@@ -1,9 +1,8 @@
-"""The ``mistral-cache`` command.
+"""``mistral-cache bench``: the bundled benchmarks (``benchmarks.runner``), side by
+side with cachetools, dogpile.cache, cashews and aiocache.
 
-Each subcommand lives behind a ``register(subparsers)`` function that adds its
-parser and sets ``func`` (called with the parsed namespace, returns an exit code).
-Other modules add theirs by appending to :data:`REGISTRARS` (or by exposing a
-``register`` function in a module named in :data:`COMMAND_MODULES`).
+:data:`SCENARIOS` is the one table of scenarios: each names a module of
+``benchmarks/``, run in this order.
 """
 
 from __future__ import annotations
@@ -11,13 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
 
-Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-
-COMMAND_MODULES: list[str] = ["mistral_cache.cli_admin", "mistral_cache.ops"]
-"""Optional modules with a ``register(subparsers)`` function (skipped if absent)."""
+__all__ = ["SCENARIOS", "SLOW_SCENARIOS", "register"]
 
 SCENARIOS = ["latency", "hitrate", "stampede", "scaling", "adaptive"]
 #: run only when named with --scenario: the freshness sweeps take about a minute with
@@ -25,7 +19,7 @@ SCENARIOS = ["latency", "hitrate", "stampede", "scaling", "adaptive"]
 SLOW_SCENARIOS = {"adaptive"}
 
 
-def register_bench(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "bench",
         help="run the bundled benchmarks (latency, hit rate, stampede, scaling)",
@@ -40,10 +34,10 @@ def register_bench(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--mistral-url", default=None,
                    help="Mistral v2 API to use (default: serve a simulated one on loopback)")
     p.add_argument("--out", default="bench-results", help="output directory (default: bench-results/)")
-    p.set_defaults(func=_bench)
+    p.set_defaults(func=_command)
 
 
-def _bench(args: argparse.Namespace) -> int:
+def _command(args: argparse.Namespace) -> int:
     try:
         runner = importlib.import_module("benchmarks.runner")
     except ImportError as exc:
@@ -58,37 +52,3 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"mistral-cache bench: {exc}", file=sys.stderr)
         return 2
     return 0
-
-
-REGISTRARS: list[Registrar] = [register_bench]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mistral-cache", description="Two-tier caching toolkit for Mistral.")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for registrar in REGISTRARS:
-        registrar(subparsers)
-    for name in COMMAND_MODULES:
-        try:
-            module: Any = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(subparsers)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    func = getattr(args, "func", None)
-    if func is None:
-        parser.print_help()
-        return 2
-    code: int = func(args)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
