@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     server = None
     url = args.redis_url
     if url is None:
-        from mistral_cache.embedded import RedisServer
+        from mistral_cache.testing import RedisServer
 
         server = RedisServer().start()
         url = server.url

@@ -35,7 +35,7 @@ from typing import Any
 import redis
 
 from mistral_cache import Cache
-from mistral_cache.embedded import RedisServer
+from mistral_cache.testing import RedisServer
 
 FAULTS = ("sigstop", "debug_sleep", "restart", "pubsub_kill")
 KEYS = (1, 2, 3)

@@ -26,7 +26,7 @@ def _redis(url: str | None, env_say: Any) -> Iterator[tuple[str, str, int | None
     if url:
         yield url, f"given: {url}", None
         return
-    from mistral_cache.embedded import RedisServer, find_redis_server
+    from mistral_cache.testing import RedisServer, find_redis_server
 
     binary = find_redis_server()
     server = RedisServer().start()

@@ -15,7 +15,7 @@ import time
 import uuid
 
 from mistral_cache import Cache
-from mistral_cache.embedded import RedisServer
+from mistral_cache.testing import RedisServer
 
 
 def fn_value(x: int) -> dict[str, int]:

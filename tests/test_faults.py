@@ -15,8 +15,8 @@ import pytest
 import tenacity
 
 from mistral_cache import Cache, TierUnavailable
-from mistral_cache.embedded import RedisServer
 from mistral_cache.resilience import CircuitBreaker
+from mistral_cache.testing import RedisServer
 
 
 def value_of(x: int) -> dict[str, Any]:

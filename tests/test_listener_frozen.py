@@ -7,7 +7,7 @@ import time
 import pytest
 
 from mistral_cache import Cache, coherence
-from mistral_cache.embedded import RedisServer
+from mistral_cache.testing import RedisServer
 
 
 def test_listener_notices_a_frozen_server_and_flushes(own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,6 @@
 """Cached OpenStack Mistral reads: a drop-in client facade and state-aware TTL policies.
 
-python-mistralclient is imported lazily, only when a client is built::
+python-mistralclient (the extra ``mistral``) is imported lazily, only when a client is built::
 
     from mistral_cache import Cache
     from mistral_cache.mistral import CachedMistralClient
@@ -10,6 +10,11 @@ python-mistralclient is imported lazily, only when a client is built::
 """
 
 from __future__ import annotations
+
+import importlib.util
+
+if importlib.util.find_spec("mistralclient") is None:  # found, not imported: that stays lazy
+    raise ImportError("mistral_cache.mistral needs python-mistralclient: pip install 'mistral-cache[mistral]'")
 
 from .client import CachedManager, CachedMistralClient, default_retry, install_timeout, is_transient
 from .identity import ADMIN_ROLES, DEFAULT_PROJECT, MAX_IDENTITY_TTL, scope_for

@@ -62,7 +62,7 @@ def _redis(url: str | None) -> Iterator[str]:
     if url:
         yield url
         return
-    from ..embedded import RedisServer
+    from ..testing import RedisServer
 
     with RedisServer() as server:
         yield server.url
