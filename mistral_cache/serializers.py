@@ -73,8 +73,28 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__qualname__} is not JSON serialisable")
 
 
+#: One-key dicts with these keys are our type markers (and "__dict__" escapes a user's
+#: dict that looks like one), so every value comes back as itself, never as another type.
+_MARKERS = frozenset({"__dt__", "__date__", "__set__", "__dict__"})
+
+
+def _escape(value: Any) -> Any:
+    """The value, with every one-key dict whose key is a marker written as
+    ``{"__dict__": [[key, value]]}``. Only run when the output holds ``__``."""
+    if isinstance(value, dict):
+        items = {k: _escape(v) for k, v in value.items()}
+        if len(items) == 1 and next(iter(items)) in _MARKERS:
+            return {"__dict__": [[k, v] for k, v in items.items()]}
+        return items
+    if isinstance(value, (list, tuple)):
+        return [_escape(v) for v in value]
+    return value
+
+
 def _json_hook(obj: dict[str, Any]) -> Any:
     if len(obj) == 1:
+        if "__dict__" in obj:
+            return {k: v for k, v in obj["__dict__"]}
         if "__dt__" in obj:
             return _dt.datetime.fromisoformat(obj["__dt__"])
         if "__date__" in obj:
@@ -91,7 +111,10 @@ class JSONSerializer:
     trusted_input = False
 
     def dumps(self, value: Any) -> bytes:
-        return json.dumps(value, default=_json_default, separators=(",", ":"), ensure_ascii=False).encode()
+        out = json.dumps(value, default=_json_default, separators=(",", ":"), ensure_ascii=False).encode()
+        if b'"__' in out:  # a user's dict may spell a marker: escape it (rare, so only then)
+            out = json.dumps(_escape(value), default=_json_default, separators=(",", ":"), ensure_ascii=False).encode()
+        return out
 
     def loads(self, data: bytes) -> Any:
         # The hook (a Python call per object) only matters where one of our
@@ -116,6 +139,8 @@ class MsgpackSerializer:
 
     def dumps(self, value: Any) -> bytes:
         out: bytes = self._msgpack.packb(value, default=_json_default, datetime=False)
+        if b"__" in out:  # as JSONSerializer.dumps
+            out = self._msgpack.packb(_escape(value), default=_json_default, datetime=False)
         return out
 
     def loads(self, data: bytes) -> Any:

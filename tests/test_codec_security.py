@@ -301,3 +301,15 @@ def test_header_layout_is_unchanged() -> None:
     assert HEADER_SIZE == 40
     blob = Codec("json", secret=SECRET).encode(1, created_at=3.0, ttl=4.0, key="k")
     assert struct.unpack(">dd", blob[12:28]) == (3.0, 4.0) and blob[:2] == MAGIC
+
+
+@pytest.mark.parametrize("ser", ["json", "msgpack"])
+@pytest.mark.parametrize("value", [
+    {"__set__": ""}, {"__set__": None}, {"__set__": [1, 2]}, {"__dt__": "2020-01-01T00:00:00"}, {"__date__": "2020-01-01"},
+    {"__dict__": [["a", 1]]}, [{"__set__": []}], {"outer": {"__dt__": "x"}}, {"__set__": {"__set__": []}},
+])
+def test_user_dicts_spelling_a_type_marker_come_back_as_themselves(ser: str, value: object) -> None:
+    """A user's one-key dict whose key is one of the JSON type markers ("__set__", ...)
+    came back as a set or a datetime (or failed to decode): values are escaped now."""
+    codec = Codec(ser)
+    assert codec.decode(codec.encode(value, created_at=0.0, ttl=1.0)).value == value
