@@ -180,7 +180,7 @@ def _analyse(results: list[dict[str, Any]], recovered: float, fault_start: float
 
 def run(fault: str, *, warmup: float = 1.5, after: float = 4.0, server: RedisServer | None = None) -> dict[str, Any]:
     own = server is None
-    srv = server or RedisServer(extra_args=("--enable-debug-command", "local")).start()
+    srv = server or RedisServer(debug=True).start()
     ctx = mp.get_context("spawn")
     version = ctx.Value("q", 1)
     ready = ctx.Value("i", 0)

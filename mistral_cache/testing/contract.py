@@ -52,12 +52,14 @@ def cache_factory(**defaults: Any) -> Iterator[CacheFactory]:
     with ``options``; every cache it made is closed on exit.
 
     ``early_refresh`` is off unless a default or the test says otherwise: the
-    contract counts computations exactly, and an early refresh is one more.
+    contract counts computations exactly, and an early refresh is one more. For the
+    same reason Redis gets 2 s timeouts: on a loaded machine a 0.25 s one fails open
+    into a recomputation, correct but not what these tests count.
     """
     made: list[Cache] = []
 
     def make(**options: Any) -> Cache:
-        kw = {"early_refresh": False, **defaults, **options}
+        kw = {"early_refresh": False, "socket_timeout": 2.0, "connect_timeout": 2.0, **defaults, **options}
         cache = Cache(**kw)
         made.append(cache)
         return cache

@@ -14,7 +14,9 @@ started.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,7 +32,7 @@ from .support import Managed, find_redis_server, free_port, ping, registry, tail
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs 3.11; type-checking only
 
-__all__ = ["RedisServer"]
+__all__ = ["RedisServer", "server_version"]
 
 _START_TIMEOUT = 10.0  # seconds a server gets to answer PING
 _STOP_TIMEOUT = 5.0  # seconds SIGTERM gets before SIGKILL
@@ -39,6 +41,14 @@ _TEMP_PREFIX = "mistral-cache-redis-"
 
 class _PortInUse(Exception):
     """Internal: the picked port was taken between picking and binding."""
+
+
+@functools.lru_cache(maxsize=8)
+def server_version(binary: str) -> tuple[int, int]:
+    """(major, minor) of a ``redis-server`` binary, from ``--version`` (``v=7.0.15``)."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
+    match = re.search(r"v=(\d+)\.(\d+)", out)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
 class RedisServer(Managed):
@@ -56,8 +66,12 @@ class RedisServer(Managed):
         binary: str | None = None,
         extra_args: Sequence[str] = (),
         workdir: str | None = None,
+        debug: bool = False,
     ) -> None:
+        """``debug``: accept DEBUG (``DEBUG SLEEP``, the fault tests' frozen server)
+        from loopback; Redis 7 refuses it unless told to, older servers take it anyway."""
         self.host = host
+        self.debug = debug
         self._auto_port = port is None
         self.port: int = self.pick_port() if port is None else port
         self._binary = binary
@@ -114,6 +128,7 @@ class RedisServer(Managed):
             "no",
             "--logfile",
             os.path.join(workdir, "redis.log"),
+            *(("--enable-debug-command", "local") if self.debug and server_version(binary) >= (7, 0) else ()),
             *self.extra_args,
         ]
 
