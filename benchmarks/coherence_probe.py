@@ -102,9 +102,9 @@ def local_hit_cost(url: str, number: int = 50_000, repeat: int = 7) -> tuple[flo
         cache.listener.connected.wait(5)  # type: ignore[union-attr]  # its first subscription flushes the tier
         for fn in (plain, tagged):
             fn("x")
-            before = fn.engine.stats.local_hits
+            before = fn.stats()["local_hits"]
             fn("x")
-            assert fn.engine.stats.local_hits == before + 1, "not a local hit"
+            assert fn.stats()["local_hits"] == before + 1, "not a local hit"
         bare = cachetools.cached(cachetools.LRUCache(4096))(_value)
         bare("x")
         best = [float("inf")] * 3

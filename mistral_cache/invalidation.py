@@ -1,151 +1,188 @@
-"""What this process owes Redis: invalidations and lock releases that did not reach it.
+"""Key, tag and namespace invalidation, written once as flows (see :mod:`.flow`).
 
-An invalidation that fails (Redis down, frozen, its reply lost, the breaker open)
-is not dropped. It is kept here with the time it was issued and replayed the
-moment Redis answers again, before this process sends anything else (the Redis
-tier's *gate*), so no process reads the old entry back once Redis is up. Until
-the replay is acknowledged, this process treats a Redis entry for a pending key
-or tag created before the invalidation as a miss (read-your-own-write).
-
-A lock request whose reply was lost may still have taken the lock on the server
-(a frozen Redis runs it when it wakes); a release that failed leaves the lock
-held. Either way the token is kept and released, token-checked, as soon as Redis
-answers, so no other process waits out ``lock_timeout`` behind a lock nobody
-owns. A release that finds no lock is repeated for :data:`RELEASE_GRACE` seconds:
-the lost request may reach the server after the release does.
-
-What is kept lives in this process only: a process that dies before the replay
-loses it, and the entries it would have invalidated live until their TTL.
+An invalidation forgets locally, changes Redis (a tombstone, or a counter bump)
+with its announcement in the same round trip, then forgets locally again: a read
+that began in between may have refilled the local tier from the old Redis state,
+and our own announcement is not delivered back to us. One that Redis does not
+acknowledge is kept in :class:`~.pending.Pending` and replayed (see there).
 """
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-__all__ = ["Pending", "Owed", "DEFAULT_LIMIT", "RELEASE_GRACE"]
+from . import coherence
+from .flow import Flow, RedisCall, returns
+from .observability.stats import Stats
+from .pending import Owed, Pending
+from .serializers import Codec
+from .stampede import SingleFlight
+from .tiers.local import LocalTier
+from .tiers.redis import FAILED, Keyspace, Op, RedisTier, sequence
 
-#: Pending keys and tags kept before they collapse into one namespace-wide clear.
-DEFAULT_LIMIT = 256
-#: Seconds a lock release that Redis answered "not held" is still repeated.
-RELEASE_GRACE = 1.0
+__all__ = ["Invalidator", "DEFAULT_REPLICA_WAIT"]
+
+log = logging.getLogger("mistral_cache")
+
+#: Seconds an invalidation waits for a replica's acknowledgement under Sentinel.
+DEFAULT_REPLICA_WAIT = 0.1
 
 
-@dataclass(frozen=True)
-class Owed:
-    """A snapshot of what is owed, replayed as one unit and then settled."""
+class Invalidator:
+    """The invalidation flows of one cache, and the replay of what Redis missed."""
 
-    keys: dict[str, float] = field(default_factory=dict)
-    tags: dict[str, float] = field(default_factory=dict)
-    clear_at: float | None = None
+    def __init__(
+        self,
+        *,
+        keyspace: Keyspace,
+        codec: Codec,
+        redis: RedisTier | None,
+        local: LocalTier | None,
+        flights: SingleFlight,
+        sender: str,
+        tombstone_ttl: float,
+        replica_wait: float | None,
+        socket_timeout: float,
+        timer: Callable[[], float],
+        stats: Stats,
+        kick: Callable[[], None],
+    ) -> None:
+        self.keyspace, self.codec, self.redis, self.local, self.flights = keyspace, codec, redis, local, flights
+        self.sender, self.tombstone_ttl, self.timer, self.stats, self.kick = sender, tombstone_ttl, timer, stats, kick
+        self.pending = Pending()
+        self._wait_ms = self._replica_wait_ms(replica_wait, socket_timeout)
+        self._unreplicated_logged = -math.inf
 
+    # -- the flows ----------------------------------------------------------------
+    def key(self, key: str) -> Flow:
+        return self._invalidation(key=key)
 
-class Pending:
-    """A bounded, thread-safe record of what Redis has not acknowledged.
+    def tags(self, tags: Iterable[str]) -> Flow:
+        tags = list(tags)
+        for t in tags:
+            coherence.check_tag(t)
+        return self._invalidation(tags=tags) if tags else returns(True)  # no tags is not a clear
 
-    ``owed`` (invalidations only) is a plain attribute, read without the lock
-    before every Redis command: the common case costs one attribute load. Lock
-    releases are not ``owed``: nothing this process reads depends on them, so
-    they are sent by the background probe rather than ahead of every command.
-    """
+    def clear(self) -> Flow:
+        return self._invalidation(everything=True)
 
-    def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
-        if not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"the pending-invalidation limit must be an int >= 1, got {limit!r}")
-        self.limit = limit
-        self._lock = threading.Lock()
-        self._keys: dict[str, float] = {}
-        self._tags: dict[str, float] = {}
-        self._clear_at: float | None = None
-        self._releases: dict[bytes, tuple[str, float | None]] = {}  # token -> (lock key, first answered "not held")
-        self.owed = False
-        self.collapsed = 0  # times the bound turned the pending set into a clear
+    def _invalidation(self, key: str | None = None, tags: Sequence[str] = (), everything: bool = False) -> Flow:
+        """Returns whether Redis acknowledged it (True without a Redis tier)."""
+        self._forget(key, tags, everything)
+        if self.redis is None:
+            return True
+        acked = yield from self._send(key, tags)
+        self._forget(key, tags, everything)
+        return acked
 
-    def __len__(self) -> int:
-        return len(self._keys) + len(self._tags) + (self._clear_at is not None) + len(self._releases)
-
-    @property
-    def anything(self) -> bool:
-        """Invalidations or lock releases still owed."""
-        return self.owed or bool(self._releases)
-
-    def add(self, at: float, *, key: str | None = None, tags: tuple[str, ...] = (), clear: bool = False) -> None:
-        """Keep an invalidation issued at ``at`` (the cache's clock) until Redis acknowledges it."""
-        with self._lock:
-            if key is not None:
-                self._keys[key] = max(at, self._keys.get(key, at))
-            for tag in tags:
-                self._tags[tag] = max(at, self._tags.get(tag, at))
-            if clear:
-                self._clear_at = max(at, self._clear_at or at)
-            if len(self._keys) + len(self._tags) > self.limit:
-                # One clear covers them all: it drops every entry, older or not.
-                latest = max([*self._keys.values(), *self._tags.values()])
-                self._clear_at = max(latest, self._clear_at or latest)
-                self._keys.clear()
-                self._tags.clear()
-                self.collapsed += 1
-            self.owed = True
-
-    def release_later(self, lock_key: str, token: bytes) -> None:
-        """A lock that may be held by a token this process no longer uses."""
-        with self._lock:
-            self._releases[token] = (lock_key, None)
-
-    def releases(self) -> dict[bytes, str]:
-        with self._lock:
-            return {token: lock_key for token, (lock_key, _) in self._releases.items()}
-
-    def released(self, freed: dict[bytes, bool], now: float) -> None:
-        """Results of releases Redis answered: forget a token once it freed its lock,
-        or :data:`RELEASE_GRACE` seconds after Redis first said it held none."""
-        with self._lock:
-            for token, ok in freed.items():
-                held = self._releases.get(token)
-                if held is None:
-                    continue
-                lock_key, answered = held
-                if ok or (answered is not None and now - answered >= RELEASE_GRACE):
-                    del self._releases[token]
-                elif answered is None:
-                    self._releases[token] = (lock_key, now)
-
-    def snapshot(self) -> Owed | None:
-        with self._lock:
-            if not self.owed:
-                return None
-            return Owed(dict(self._keys), dict(self._tags), self._clear_at)
-
-    def settle(self, owed: Owed) -> None:
-        """Forget what ``owed`` replayed, unless it was issued again meanwhile (a newer time)."""
-        with self._lock:
-            for key, at in owed.keys.items():
-                if self._keys.get(key) == at:
-                    del self._keys[key]
-            for tag, at in owed.tags.items():
-                if self._tags.get(tag) == at:
-                    del self._tags[tag]
-            if owed.clear_at is not None and self._clear_at == owed.clear_at:
-                self._clear_at = None
-            self.owed = bool(self._keys or self._tags or self._clear_at is not None)
-
-    def blocks(self, key: str, tags: tuple[str, ...], created_at: float) -> bool:
-        """True when an entry created at ``created_at`` predates a pending invalidation of it."""
-        if not self.owed:
+    def _send(self, key: str | None, tags: Sequence[str]) -> Flow:
+        """Send one invalidation (a key, tags, or with neither a clear); keep it to
+        replay if Redis did not acknowledge it."""
+        issued = self.timer()
+        op = self._key_op(key, self._wait_ms) if key is not None else self._bump_op(tags, self._wait_ms)
+        try:
+            result = yield RedisCall(op, "invalidate")
+        except BaseException:  # strict mode's TierUnavailable, or the caller gave up: replay it anyway
+            self._owe(issued, key, tags)
+            raise
+        if result is FAILED:
+            self._owe(issued, key, tags)
             return False
-        clear_at = self._clear_at
-        if clear_at is not None and created_at <= clear_at:
-            return True
-        at = self._keys.get(key)
-        if at is not None and created_at <= at:
-            return True
-        pending_tags = self._tags
-        return any(created_at <= pending_tags.get(t, -1.0) for t in tags) if pending_tags else False
+        self._check_replicated(result)
+        return True
 
-    def summary(self) -> dict[str, int]:
-        """Counts for ``stats()``: nothing that names a key or tag."""
-        with self._lock:
-            return {
-                "keys": len(self._keys), "tags": len(self._tags), "clear": int(self._clear_at is not None),
-                "releases": len(self._releases), "collapsed": self.collapsed,
-            }
+    def _forget(self, key: str | None, tags: Sequence[str], everything: bool) -> None:
+        if key is not None:
+            self.flights.forget(key)
+        else:
+            self.flights.forget_all()  # a computation in flight may depend on these tags
+        if self.local is not None:
+            if everything:
+                self.local.clear()
+            elif key is not None:
+                self.local.delete(key)
+            else:
+                self.local.delete_tags(tags)
+
+    # -- Redis operations --------------------------------------------------------
+    def message(self, kind: str, payload: str = "") -> str:
+        return coherence.message(self.sender, kind, payload)
+
+    def _key_op(self, key: str, wait_ms: int = 0) -> Op:
+        """A tombstone (so a computation that began before this cannot store its
+        older value) and its announcement, in one round trip."""
+        assert self.redis is not None
+        ttl, entry = self.tombstone_ttl, self.keyspace.entry(key)
+        data = self.codec.encode(None, created_at=self.timer(), ttl=ttl, tombstone=True, key=entry)
+        return self.redis.put_and_announce(entry, data, int(ttl * 1000), self.keyspace.channel, self.message("k", key), wait_ms)
+
+    def _bump_op(self, tags: Sequence[str], wait_ms: int = 0) -> Op:
+        """Bump the tags' counters (the namespace's for no tags: a clear) and announce it."""
+        assert self.redis is not None
+        counters = [self.keyspace.tag(t) for t in tags] if tags else [self.keyspace.generation]
+        message = self.message("t", coherence.SEP.join(tags)) if tags else self.message("c", "")
+        return self.redis.bump_and_announce(counters, self.keyspace.channel, message, wait_ms)
+
+    def settle_op(self, owed: Owed) -> Op:
+        """The replay of invalidations Redis has not acknowledged: fresh tombstones and counter bumps."""
+        ops = [self._key_op(key) for key in owed.keys]
+        if owed.tags:
+            ops.append(self._bump_op(list(owed.tags)))
+        if owed.clear_at is not None:
+            ops.append(self._bump_op(()))
+        return sequence(ops)
+
+    # -- what Redis has not acknowledged ------------------------------------------
+    def _owe(self, issued: float, key: str | None, tags: Sequence[str]) -> None:
+        self.pending.add(issued, key=key, tags=tuple(tags), clear=key is None and not tags)
+        self.stats.invalidations_pending += 1
+        log.warning("an invalidation did not reach Redis: kept, and replayed as soon as Redis answers")
+        self.kick()
+
+    def owe_release(self, lock_key: str, token: bytes) -> None:
+        """A lock call whose reply was lost: release it, token-checked, as soon as Redis answers."""
+        self.pending.release_later(lock_key, token)
+        self.stats.locks_owed += 1
+        self.kick()
+
+    def probe(self) -> bool:
+        """The background probe: PING and replay (the tier's), then owed lock releases."""
+        assert self.redis is not None
+        if not self.redis.probe():
+            return False
+        owed = self.pending.releases()
+        if owed:
+            tokens = list(owed)
+            done = self.redis.run(sequence([self.redis.release(owed[t], t) for t in tokens]), "release owed locks")
+            if done is not FAILED:
+                self.pending.released({t: bool(r) for t, r in zip(tokens, done)}, time.monotonic())
+        return True
+
+    # -- replicas (Sentinel) ----------------------------------------------------------
+    def _replica_wait_ms(self, wait: float | None, socket_timeout: float) -> int:
+        """How long an invalidation waits (Redis WAIT, in its own pipeline) for a
+        replica to hold it: replication is asynchronous, and a primary that fails
+        over before passing it on would hand the old value back to everyone until
+        its TTL. Under Sentinel by default; never on a cluster, whose pipelines
+        span nodes."""
+        if self.redis is None:
+            return 0
+        topology = self.redis.topology
+        if wait is None:
+            wait = min(DEFAULT_REPLICA_WAIT, socket_timeout / 2) if topology == "sentinel" else 0.0
+        return 0 if wait <= 0 or topology == "cluster" else max(1, int(wait * 1000))
+
+    def _check_replicated(self, result: Any) -> None:
+        if not self._wait_ms:
+            return
+        if not result or not result[-1]:
+            self.stats.unreplicated += 1
+            now = time.monotonic()
+            if now - self._unreplicated_logged >= 60.0:
+                self._unreplicated_logged = now
+                log.warning("invalidation not acknowledged by a replica within %d ms: a failover now would "
+                            "serve the old value until its TTL (stats: unreplicated)", self._wait_ms)

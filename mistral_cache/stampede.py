@@ -77,6 +77,13 @@ class SingleFlight:
         self.threads: dict[str, Flight] = {}
         self.loops: dict[int, dict[str, asyncio.Future[Any]]] = {}
 
+    def after_fork(self) -> None:
+        """In a forked child: a parent thread may have held the lock at the fork, and
+        no flight of the parent's will ever finish here."""
+        self._lock = threading.Lock()
+        self.threads = {}
+        self.loops = {}
+
     def join(self, key: str) -> tuple[Flight, bool]:
         """The flight for ``key`` and whether the caller leads it."""
         with self._lock:

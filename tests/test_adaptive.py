@@ -300,7 +300,7 @@ def test_local_only_cache_learns_and_reports_stats() -> None:
     s = f.stats()["adaptive"]  # type: ignore[attr-defined]
     assert s["keys"] == 1 and s["observations"] == 399 and s["changes"] == 0
     assert s["ttl"]["p50"] == 3600
-    assert "adaptive" in cache.stats()["functions"][f.engine.name]  # type: ignore[attr-defined]
+    assert "adaptive" in cache.stats()["functions"][f.cache_name]  # type: ignore[attr-defined]
 
 
 async def test_coroutines_learn_through_the_same_core(redis_url: str, namespace: str) -> None:
@@ -319,13 +319,13 @@ async def test_coroutines_learn_through_the_same_core(redis_url: str, namespace:
     try:
         for _ in range(30):
             await f("a")
-            clock.now += pol.estimate(f.engine.name, f.cache_key("a"))[1] + 0.001  # type: ignore[attr-defined,index]
-        calm = pol.estimate(f.engine.name, f.cache_key("a"))[1]  # type: ignore[attr-defined,index]
+            clock.now += pol.estimate(f.cache_name, f.cache_key("a"))[1] + 0.001  # type: ignore[attr-defined,index]
+        calm = pol.estimate(f.cache_name, f.cache_key("a"))[1]  # type: ignore[attr-defined,index]
         for _ in range(30):
             version[0] += 1  # now it changes before every check
             await f("a")
-            clock.now += pol.estimate(f.engine.name, f.cache_key("a"))[1] + 0.001  # type: ignore[attr-defined,index]
-        busy = pol.estimate(f.engine.name, f.cache_key("a"))[1]  # type: ignore[attr-defined,index]
+            clock.now += pol.estimate(f.cache_name, f.cache_key("a"))[1] + 0.001  # type: ignore[attr-defined,index]
+        busy = pol.estimate(f.cache_name, f.cache_key("a"))[1]  # type: ignore[attr-defined,index]
         s = f.stats()["adaptive"]  # type: ignore[attr-defined]
         assert s["observations"] == 59 and s["changes"] == 30
         assert calm > 10 * 10 and busy < calm / 10

@@ -58,9 +58,9 @@ def _build(cache_url: str, upstream_url: str, ns: str) -> tuple[Cache, dict[str,
 
 def _call(fn: Any, args: tuple[Any, ...]) -> tuple[int, bool]:
     """(value, was it a local hit)."""
-    before = fn.engine.stats.local_hits
+    before = fn.stats()["local_hits"]
     value = fn(*args)
-    return value, fn.engine.stats.local_hits > before
+    return value, fn.stats()["local_hits"] > before
 
 
 def worker(conn: Any, cache_url: str, upstream_url: str, ns: str) -> None:

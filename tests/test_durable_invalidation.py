@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from benchmarks import fault_freshness
 from mistral_cache import Cache, TierUnavailable
-from mistral_cache.invalidation import RELEASE_GRACE, Pending
+from mistral_cache.pending import RELEASE_GRACE, Pending
 from mistral_cache.resilience import CircuitBreaker
 from mistral_cache.serializers import FORMAT_VERSION, MAGIC
 from mistral_cache.testing import RedisServer
@@ -44,7 +44,7 @@ def _poll(predicate: Any, deadline: float, step: float = 0.01) -> float | None:
 @pytest.fixture
 def debug_redis() -> Iterator[RedisServer]:
     """A server of the test's own that accepts DEBUG SLEEP from loopback."""
-    with RedisServer(extra_args=("--enable-debug-command", "local")) as server:
+    with RedisServer(debug=True) as server:
         yield server
 
 

@@ -207,6 +207,12 @@ class LocalTier:
                         removed += 1
         return removed
 
+    def after_fork(self) -> None:
+        """In a forked child: a new lock (a parent thread may have held this one at the
+        fork), and no entries (no listener applies invalidations to them yet)."""
+        self._lock = threading.Lock()
+        self.clear()
+
     def clear(self) -> None:
         with self._lock:
             self._seq += 1

@@ -36,7 +36,7 @@ from redis.lock import Lock
 from redis.retry import Retry
 
 from ..exceptions import ConfigurationError, TierUnavailable
-from ..invalidation import Owed, Pending
+from ..pending import Owed, Pending
 from ..resilience import CircuitBreaker, as_async, as_sync, default_redis_retry
 from ..serializers import WRITE_ID_OFFSET, WRITE_ID_SIZE
 

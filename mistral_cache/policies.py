@@ -1,0 +1,92 @@
+"""Stampede and staleness strategies: small immutable objects, in tenacity's manner.
+
+A :class:`~mistral_cache.Cache` takes one of each as its default, and
+``cache.cached(...)`` takes one to override it for a function; ``None`` turns
+the behaviour off.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .exceptions import ConfigurationError
+
+__all__ = ["RedisLock", "EarlyRefresh", "StaleIfError", "seconds"]
+
+
+def seconds(value: float | _dt.timedelta | None, name: str, *, positive: bool = False, forever: bool = False) -> float:
+    """A duration as float seconds: a number or a timedelta, not negative, and
+    finite unless ``forever`` allows ``math.inf``."""
+    if value is None:
+        return 0.0
+    if isinstance(value, _dt.timedelta):
+        value = value.total_seconds()
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value)
+            or (math.isinf(value) and not forever) or value < 0 or (positive and value == 0)):
+        kind = "positive" if positive else "non-negative"
+        raise ConfigurationError(f"{name} must be a {kind} number of seconds or a timedelta, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class RedisLock:
+    """One computation per key across processes: a Redis lock taken with a re-read
+    of the entry (dogpile's "re-check after acquiring"), extended while the function
+    runs, released token-checked.
+
+    ``timeout``: the lock's expiry, so a holder that died frees it. ``wait``: how
+    long a caller waits for another's value (across processes, or in this one)
+    before ``on_timeout``: ``"compute"`` it itself or ``"raise"`` LockTimeout.
+    """
+
+    timeout: float = 10.0
+    wait: float = 30.0
+    on_timeout: Literal["compute", "raise"] = "compute"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "timeout", seconds(self.timeout, "RedisLock.timeout", positive=True))
+        object.__setattr__(self, "wait", seconds(self.wait, "RedisLock.wait", positive=True))
+        if self.on_timeout not in ("compute", "raise"):
+            raise ConfigurationError(f"RedisLock.on_timeout must be 'compute' or 'raise', got {self.on_timeout!r}")
+
+
+@dataclass(frozen=True)
+class EarlyRefresh:
+    """Refresh hot keys before they expire (XFetch, Vattani et al., VLDB 2015): one
+    caller recomputes with a probability that rises as expiry nears and with the
+    value's compute time, so a popular key never expires under load.
+
+    ``beta`` scales how early (1.0 as in the paper). ``background``: the chosen
+    caller returns the value it holds and the refresh runs in the background
+    (stale-while-revalidate).
+    """
+
+    beta: float = 1.0
+    background: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.beta, (int, float)) or isinstance(self.beta, bool) or not math.isfinite(self.beta) or self.beta < 0:
+            raise ConfigurationError(f"EarlyRefresh.beta must be a non-negative number, got {self.beta!r}")
+        object.__setattr__(self, "beta", float(self.beta))
+
+
+def _any_exception(exc: BaseException) -> bool:
+    return isinstance(exc, Exception)
+
+
+@dataclass(frozen=True)
+class StaleIfError:
+    """When the function fails, serve a value that expired less than ``seconds`` ago
+    (RFC 5861's stale-if-error), for exceptions that ``on`` accepts (any Exception)."""
+
+    seconds: float
+    on: Callable[[BaseException], bool] = field(default=_any_exception)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seconds", seconds(self.seconds, "StaleIfError.seconds", forever=True))
+        if not callable(self.on):
+            raise ConfigurationError(f"StaleIfError.on must be a callable of the exception, got {self.on!r}")
