@@ -21,7 +21,7 @@ import timeit
 import uuid
 from typing import Any
 
-from mistral_cache import Cache
+from mistral_cache import Cache, Local
 
 
 def _value(item: str) -> str:
@@ -33,7 +33,7 @@ def _tagged(item: str) -> str:
 
 
 def _receiver(conn: Any, url: str, namespace: str) -> None:
-    cache = Cache(url, namespace=namespace, local_ttl=600)
+    cache = Cache(url, namespace=namespace, local=Local(ttl=600))
     fn = cache.cached(ttl=600, key="probe:{item}")(_value)
     key = fn.cache_key("x")
     local = cache.local
@@ -93,7 +93,7 @@ def local_hit_cost(url: str, number: int = 50_000, repeat: int = 7) -> tuple[flo
     """Seconds per local hit: (without tags, with two tags, bare cachetools.cached(LRUCache) for scale)."""
     import cachetools
 
-    cache = Cache(url, namespace="probe-" + uuid.uuid4().hex[:8], local_ttl=600, early_refresh=False)
+    cache = Cache(url, namespace="probe-" + uuid.uuid4().hex[:8], local=Local(ttl=600), refresh=None)
     plain = cache.cached(ttl=600, key="p:{item}")(_value)
     tagged = cache.cached(ttl=600, key="t:{item}", tags=["a:{item}", "b"])(_tagged)
     try:

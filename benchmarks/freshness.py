@@ -24,7 +24,7 @@ import random
 import time
 from typing import Any
 
-from mistral_cache import Cache
+from mistral_cache import Cache, Clock, Local
 from mistral_cache.adaptive import adaptive
 
 from . import freshness_mistral
@@ -69,8 +69,7 @@ def simulate(ttl: Any, *, n_keys: int, reads: int, read_rate: float, zipf_s: flo
     random.Random(seed + 2).shuffle(order)  # popularity independent of change rate
     cum = list(itertools.accumulate(1.0 / (i + 1) ** zipf_s for i in range(n_keys)))
     total = cum[-1]
-    cache = Cache(None, timer=lambda: world.now, local_maxsize=n_keys + 10, local_ttl=None,
-                  early_refresh=False, coherence=False, lock=False)
+    cache = Cache(None, local=Local(maxsize=n_keys + 10, ttl=None, coherence=False), lock=None, refresh=None, clock=Clock(time=lambda: world.now))
     upstream = [0]
 
     @cache.cached(ttl=ttl)
@@ -129,7 +128,7 @@ def run(quick: bool = True, out_dir: str | None = None, mistral: bool = True) ->
 
 def hit_cost(ttl: Any, n: int = 50_000) -> float:
     """Microseconds per local hit: the adaptive policy must add nothing here."""
-    cache = Cache(None, local_ttl=None, early_refresh=False, coherence=False)
+    cache = Cache(None, local=Local(ttl=None, coherence=False), refresh=None)
 
     @cache.cached(ttl=ttl)
     def f(k: int) -> int:

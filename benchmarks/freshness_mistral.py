@@ -29,7 +29,7 @@ import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from mistral_cache import Cache
+from mistral_cache import Cache, Clock, Local
 from mistral_cache.adaptive import adaptive
 from mistral_cache.mistral import CachedMistralClient, adaptive_state_ttl, policies
 
@@ -79,8 +79,7 @@ def simulate(policy: dict[str, Any] | None, *, hours: float, start_every: float,
         workflows = sim.seed_workflows(N_WORKFLOWS, tasks=4)
         sim.seed_executions(40, running_fraction=0.0, spread=3600.0)
         other_tool = mc.client(mistral_url=sim.url)
-        cache = Cache(None, timer=clock, local_maxsize=100_000, local_ttl=None, coherence=False, lock=False,
-                      early_refresh=False)
+        cache = Cache(None, local=Local(maxsize=100_000, ttl=None, coherence=False), lock=None, refresh=None, clock=Clock(time=clock))
         api = CachedMistralClient(mc.client(mistral_url=sim.url), cache=cache, policies=policy, retry=None)
         cum = list(itertools.accumulate(1.0 / (i + 1) for i in range(N_WORKFLOWS)))
 

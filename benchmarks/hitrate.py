@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mistral_cache import Local
+
 from .common import Env, have
 
 NAME = "hitrate"
@@ -74,8 +76,7 @@ def ours_local_hits(trace: list[int], capacity: int) -> tuple[int, int]:
     """(local hits, function calls) of this library's local tier on ``trace``."""
     from mistral_cache import Cache
 
-    cache = Cache(redis_url=None, namespace="zipf", local_maxsize=capacity, local_ttl=None,
-                  early_refresh=False)
+    cache = Cache(redis_url=None, namespace="zipf", local=Local(maxsize=capacity, ttl=None), refresh=None)
     calls = [0]
 
     def load(k: int) -> int:
@@ -153,7 +154,7 @@ class _Api:
         elif variant == "mistral_cache":
             from mistral_cache import Cache
 
-            self.cache = Cache(redis_url=env.redis_url, namespace=ns, local_maxsize=4096)
+            self.cache = Cache(redis_url=env.redis_url, namespace=ns, local=Local(maxsize=4096))
             try:
                 from mistral_cache.mistral import CachedMistralClient
 

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from mistral_cache import Local
+
 from .common import Env, atime_calls, fmt_us, have, pinned, summarize, time_calls
 
 NAME = "latency"
@@ -60,15 +62,15 @@ def _merge(raw_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _ours(env: Env, rows: list[dict[str, Any]], n_local: int, n_redis: int, n_miss: int) -> None:
     from mistral_cache import Cache
 
-    two = Cache(redis_url=env.redis_url, namespace=_ns(), local_maxsize=4096)
+    two = Cache(redis_url=env.redis_url, namespace=_ns(), local=Local(maxsize=4096))
     fl = two.cached(ttl=600, key="lat:{x}")(_payload)
     fl(1)
     _store(rows, "mistral_cache", "local hit", time_calls(lambda i: fl(1), n_local), "this")
-    remote = Cache(redis_url=env.redis_url, namespace=_ns(), local_maxsize=0)
+    remote = Cache(redis_url=env.redis_url, namespace=_ns(), local=None)
     fr = remote.cached(ttl=600, key="lat:{x}")(_payload)
     fr(1)
     _store(rows, "mistral_cache", "redis hit", time_calls(lambda i: fr(1), n_redis), "this")
-    miss = Cache(redis_url=env.redis_url, namespace=_ns(), local_maxsize=4096)
+    miss = Cache(redis_url=env.redis_url, namespace=_ns(), local=Local(maxsize=4096))
     fm = miss.cached(ttl=600, key="lat:{x}")(_payload)
     _store(rows, "mistral_cache", "miss", time_calls(lambda i: fm(i), n_miss, warmup=0), "this")
     for c in (two, remote, miss):

@@ -11,6 +11,8 @@ import random
 import time
 from typing import Any
 
+from mistral_cache import Local
+
 from .common import Env, mp_context
 
 NAME = "scaling"
@@ -38,7 +40,7 @@ def _reader(variant: str, url: str, ns: str, commands: Any, results: Any) -> Non
         else:
             from mistral_cache import Cache
 
-            cache = Cache(redis_url=url, namespace=ns, local_maxsize=0 if variant.endswith("redis hit") else 4096)
+            cache = Cache(redis_url=url, namespace=ns, local=Local(maxsize=0 if variant.endswith("redis hit") else 4096))
             read = cache.cached(ttl=600, key="k:{i}")(_value)
         for i in range(KEYS):
             read(i)  # warm: connections, and the local tier where there is one

@@ -19,10 +19,13 @@ from .exceptions import (
     SerializationError,
     TierUnavailable,
 )
+from .policies import INHERIT, Clock, EarlyRefresh, Local, RedisLock, StaleIfError, Timeouts
+from .serializers import Codec
 
 __all__ = [
-    "NO_VALUE", "Cache", "CacheError", "ConfigurationError", "KeyBuildError", "LockTimeout",
-    "SerializationError", "TierUnavailable", "adaptive", "cached", "configure", "default_cache",
+    "INHERIT", "NO_VALUE", "Cache", "CacheError", "Clock", "Codec", "ConfigurationError", "EarlyRefresh", "KeyBuildError",
+    "Local", "LockTimeout", "RedisLock", "SerializationError", "StaleIfError", "TierUnavailable", "Timeouts",
+    "adaptive", "cached", "configure", "default_cache",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -5,7 +5,6 @@ invalidates, clears, reports and closes."""
 from __future__ import annotations
 
 import datetime as _dt
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -14,12 +13,12 @@ import tenacity
 from .engine import Engine
 from .exceptions import ConfigurationError
 from .observability.stats import gather
-from .policies import EarlyRefresh, RedisLock, StaleIfError, seconds
+from .policies import INHERIT, Clock, EarlyRefresh, Inherit, Local, RedisLock, StaleIfError, Timeouts, seconds
 from .resilience import CircuitBreaker
 from .runtime import Runtime, Settings
-from .serializers import Codec, Serializer
+from .serializers import Codec
 from .tiers.local import LocalTier
-from .tiers.redis import RedisTier
+from .tiers.redis import RedisTier, is_async
 from .wrappers import make_wrapper
 
 __all__ = ["Cache"]
@@ -30,9 +29,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Cache:
     """A two-tier cache: an in-process LRU in front of Redis.
 
-    ``redis_url=None`` (and no ``redis=``) keeps the local tier only;
-    ``local_maxsize=0`` keeps Redis only. Nothing connects, and no thread starts,
-    until the first call that needs Redis.
+    ``redis_url=None`` (and no ``redis=``) keeps the local tier only; ``local=None``
+    keeps Redis only. ``redis=``: a ready redis-py client, sync or asyncio, or a
+    ``(sync, asyncio)`` pair. The policies are small objects (:mod:`.policies`);
+    ``retry`` is a tenacity policy for Redis commands. Nothing connects, and no
+    thread starts, until the first call that needs Redis.
     """
 
     def __init__(
@@ -40,75 +41,51 @@ class Cache:
         redis_url: str | None = None,
         *,
         redis: Any = None,
-        async_redis: Any = None,
         namespace: str = "default",
-        local_maxsize: int = 4096,
-        local_max_bytes: int | None = None,
-        local_ttl: float | _dt.timedelta | None = 60.0,
-        serializer: str | Serializer = "json",
-        secret: bytes | str | None = None,
-        compress_threshold: int | None = 16 * 1024,
-        max_value_size: int | None = 4 * 1024 * 1024,
-        lock: bool = True,
-        lock_timeout: float = 10.0,
-        lock_wait: float = 30.0,
-        on_lock_timeout: str = "compute",
-        early_refresh: bool = True,
-        beta: float = 1.0,
-        stale_if_error: float | _dt.timedelta = 0.0,
-        stale_while_revalidate: bool = False,
-        coherence: bool = True,
-        redis_retry: tenacity.BaseRetrying | None = None,
+        local: Local | None = Local(),
+        codec: Codec | None = None,
+        lock: RedisLock | None = RedisLock(),
+        refresh: EarlyRefresh | None = EarlyRefresh(),
+        stale: StaleIfError | None = None,
+        retry: tenacity.BaseRetrying | None = None,
         breaker: CircuitBreaker | None = None,
-        socket_timeout: float = 0.25,
-        connect_timeout: float = 0.25,
-        replica_wait: float | _dt.timedelta | None = None,
         strict: bool = False,
-        timer: Callable[[], float] = time.time,
-        sleep: Callable[[float], Any] = time.sleep,
+        timeouts: Timeouts = Timeouts(),
+        clock: Clock = Clock(),
     ) -> None:
-        if not isinstance(local_maxsize, int) or local_maxsize < 0:
-            raise ConfigurationError(f"local_maxsize must be an int >= 0, got {local_maxsize!r}")
-        the_lock = RedisLock(lock_timeout, lock_wait, on_lock_timeout)  # type: ignore[arg-type]
-        if replica_wait is not None and seconds(replica_wait, "replica_wait") >= socket_timeout:
-            raise ConfigurationError(
-                f"replica_wait ({replica_wait!r}) must be shorter than socket_timeout ({socket_timeout!r}): "
-                "a WAIT that outlives the socket would count as a Redis failure")
+        for name, value, kind in (("local", local, Local), ("codec", codec, Codec), ("lock", lock, RedisLock),
+                                  ("refresh", refresh, EarlyRefresh), ("stale", stale, StaleIfError)):
+            if value is not None and not isinstance(value, kind):
+                raise ConfigurationError(f"{name} must be a {kind.__name__} or None, got {value!r}")
         self.namespace = namespace
-        codec = Codec(serializer, secret=secret, compress_threshold=compress_threshold, max_value_size=max_value_size)
-        local_tier = LocalTier(local_maxsize, max_bytes=local_max_bytes) if (local_maxsize or local_max_bytes) else None
+        codec = codec or Codec()
+        local_tier = LocalTier(local.maxsize, max_bytes=local.max_bytes) if local is not None and (local.maxsize or local.max_bytes) else None
+        sync_client, async_client = _clients(redis)
         tier: RedisTier | None = None
-        if redis_url is not None or redis is not None or async_redis is not None:
+        if redis_url is not None or redis is not None:
             tier = RedisTier(
-                redis_url, client=redis, async_client=async_redis, breaker=breaker, retry=redis_retry,
-                socket_timeout=socket_timeout, connect_timeout=connect_timeout, strict=strict,
+                redis_url, client=sync_client, async_client=async_client, breaker=breaker, retry=retry,
+                socket_timeout=timeouts.socket, connect_timeout=timeouts.connect, strict=strict,
                 on_error=self._redis_error,
             )
-        stale_seconds = seconds(stale_if_error, "stale_if_error", forever=True)
+        lock_settings = lock or RedisLock()  # a function may turn a lock on that the cache has off
         settings = Settings(
-            local_ttl=seconds(local_ttl, "local_ttl") or None,
-            local_max_bytes=local_max_bytes,
-            lock=the_lock if lock else None,
-            refresh=EarlyRefresh(beta, stale_while_revalidate) if early_refresh else None,
-            stale=StaleIfError(stale_seconds) if stale_seconds else None,
-            flight_wait=the_lock.wait,
-            on_flight_timeout=the_lock.on_timeout,
-            tombstone_ttl=max(60.0, 2 * the_lock.timeout),
+            local_ttl=local.ttl if local is not None else None,
+            local_max_bytes=local.max_bytes if local is not None else None,
+            lock=lock, refresh=refresh, stale=stale,
+            flight_wait=lock_settings.wait,
+            on_flight_timeout=lock_settings.on_timeout,
+            tombstone_ttl=max(60.0, 2 * lock_settings.timeout),
         )
-        self._lock_defaults = the_lock
-        self._defaults: dict[str, Any] = {
-            "lock": lock, "early_refresh": early_refresh, "beta": beta, "stale_while_revalidate": stale_while_revalidate,
-            "stale_if_error": stale_seconds,
-        }
         self.runtime = Runtime(
-            namespace=namespace, codec=codec, local=local_tier, redis=tier, settings=settings, coherence_on=coherence,
-            replica_wait=None if replica_wait is None else seconds(replica_wait, "replica_wait"),
-            socket_timeout=socket_timeout, timer=timer, sleep=sleep,
+            namespace=namespace, codec=codec, local=local_tier, redis=tier, settings=settings,
+            coherence_on=local is not None and local.coherence, replica_wait=timeouts.replica_wait,
+            socket_timeout=timeouts.socket, timer=clock.time, sleep=clock.sleep,
         )
         #: Invalidations and lock releases Redis has not acknowledged (see module pending).
         self.pending = self.runtime.pending
         self.keyspace, self.codec, self.local, self.redis = self.runtime.keyspace, codec, local_tier, tier
-        self.timer = timer
+        self.timer = clock.time
 
     def __repr__(self) -> str:
         tiers = [t for t, on in (("local", self.local), ("redis", self.redis)) if on]
@@ -126,11 +103,9 @@ class Cache:
         tags: Sequence[str] = (),
         exclude: Sequence[str] = (),
         version: str | int | None = None,
-        lock: bool | None = None,
-        early_refresh: bool | None = None,
-        stale_if_error: float | None = None,
-        stale_while_revalidate: bool | None = None,
-        stale_on: Callable[[BaseException], bool] | None = None,
+        lock: RedisLock | None | Inherit = INHERIT,
+        refresh: EarlyRefresh | None | Inherit = INHERIT,
+        stale: StaleIfError | None | Inherit = INHERIT,
         retry: tenacity.BaseRetrying | None = None,
         should_cache: Callable[[Any], bool] | None = None,
         local: bool = True,
@@ -141,20 +116,19 @@ class Cache:
         follow what came back), or a :class:`~mistral_cache.api.TTLPolicy`. ``key``:
         a template over the parameters, a callable, or None for a canonical encoding
         of all arguments. ``tags``: templates naming groups to invalidate together.
-        ``retry``: a tenacity policy for the function itself.
+        ``lock``, ``refresh``, ``stale``: this function's policy instead of the
+        cache's (None: off). ``retry``: a tenacity policy for the function itself.
+        ``local=False``: skip the local tier for this function.
         """
-        d = self._defaults
-        early = d["early_refresh"] if early_refresh is None else early_refresh
-        swr = d["stale_while_revalidate"] if stale_while_revalidate is None else stale_while_revalidate
-        refresh = EarlyRefresh(d["beta"], swr) if early else None
-        stale_s = d["stale_if_error"] if stale_if_error is None else seconds(stale_if_error, "stale_if_error", forever=True)
-        stale = (StaleIfError(stale_s, stale_on) if stale_on is not None else StaleIfError(stale_s)) if stale_s else None
-        the_lock = self._lock_defaults if (d["lock"] if lock is None else lock) else None
+        d = self.runtime.settings
+        the_lock = d.lock if isinstance(lock, Inherit) else lock
+        the_refresh = d.refresh if isinstance(refresh, Inherit) else refresh
+        the_stale = d.stale if isinstance(stale, Inherit) else stale
 
         def decorate(fn: F) -> F:
             engine = Engine(
                 self.runtime, fn, ttl=ttl, key=key, tags=tags, exclude=exclude, version=version, lock=the_lock,
-                refresh=refresh, stale=stale, retry=retry, should_cache=should_cache, local=local,
+                refresh=the_refresh, stale=the_stale, retry=retry, should_cache=should_cache, local=local,
             )
             wrapped: Any = make_wrapper(engine)
             wrapped.cache = self
@@ -226,3 +200,14 @@ class Cache:
     def close(self) -> None:
         """Stop the listener and the refresh threads (the cache stays usable; they restart on demand)."""
         self.runtime.close()
+
+
+def _clients(redis: Any) -> tuple[Any, Any]:
+    """``redis=``: one client (sync or asyncio) or a (sync, asyncio) pair."""
+    if redis is None:
+        return None, None
+    if isinstance(redis, tuple):
+        if len(redis) != 2:
+            raise ConfigurationError(f"redis= takes a client or a (sync, asyncio) pair, got a tuple of {len(redis)}")
+        return redis
+    return (None, redis) if is_async(redis) else (redis, None)

@@ -1,21 +1,24 @@
-"""Stampede and staleness strategies: small immutable objects, in tenacity's manner.
+"""A cache's settings as small immutable objects, in tenacity's manner.
 
-A :class:`~mistral_cache.Cache` takes one of each as its default, and
-``cache.cached(...)`` takes one to override it for a function; ``None`` turns
-the behaviour off.
+Stampede and staleness strategies (:class:`RedisLock`, :class:`EarlyRefresh`,
+:class:`StaleIfError`): a :class:`~mistral_cache.Cache` takes one of each as its
+default, and ``cache.cached(...)`` takes one to override it for a function;
+``None`` turns the behaviour off. Then the local tier (:class:`Local`), Redis's
+time limits (:class:`Timeouts`) and the clock (:class:`Clock`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import math
+import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Final, Literal
 
 from .exceptions import ConfigurationError
 
-__all__ = ["RedisLock", "EarlyRefresh", "StaleIfError", "seconds"]
+__all__ = ["RedisLock", "EarlyRefresh", "StaleIfError", "Local", "Timeouts", "Clock", "INHERIT", "seconds"]
 
 
 def seconds(value: float | _dt.timedelta | None, name: str, *, positive: bool = False, forever: bool = False) -> float:
@@ -90,3 +93,65 @@ class StaleIfError:
         object.__setattr__(self, "seconds", seconds(self.seconds, "StaleIfError.seconds", forever=True))
         if not callable(self.on):
             raise ConfigurationError(f"StaleIfError.on must be a callable of the exception, got {self.on!r}")
+
+
+@dataclass(frozen=True)
+class Local:
+    """The in-process tier: ``maxsize`` entries (and about ``max_bytes`` of values:
+    None for the tier's default bound, 0 for none), each served at most ``ttl``
+    seconds before Redis is asked again (None: until the entry's own TTL), and kept
+    coherent with other processes over pub/sub when ``coherence`` is on."""
+
+    maxsize: int = 4096
+    max_bytes: int | None = None
+    ttl: float | None = 60.0
+    coherence: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.maxsize, int) or isinstance(self.maxsize, bool) or self.maxsize < 0:
+            raise ConfigurationError(f"Local.maxsize must be an int >= 0, got {self.maxsize!r}")
+        if self.max_bytes is not None and (not isinstance(self.max_bytes, int) or self.max_bytes < 0):
+            raise ConfigurationError(f"Local.max_bytes must be an int >= 0 or None, got {self.max_bytes!r}")
+        object.__setattr__(self, "ttl", seconds(self.ttl, "Local.ttl") or None)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Redis time limits: ``socket`` per command, ``connect`` per connection, and
+    ``replica_wait``, how long an invalidation waits for a replica to hold it (None:
+    0.1 s under Sentinel, none elsewhere; it must stay below ``socket``)."""
+
+    socket: float = 0.25
+    connect: float = 0.25
+    replica_wait: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "socket", seconds(self.socket, "Timeouts.socket", positive=True))
+        object.__setattr__(self, "connect", seconds(self.connect, "Timeouts.connect", positive=True))
+        if self.replica_wait is not None:
+            wait = seconds(self.replica_wait, "Timeouts.replica_wait")
+            if wait >= self.socket:
+                raise ConfigurationError(
+                    f"Timeouts.replica_wait ({wait!r}) must be shorter than Timeouts.socket ({self.socket!r}): "
+                    "a WAIT that outlives the socket would count as a Redis failure")
+            object.__setattr__(self, "replica_wait", wait)
+
+
+@dataclass(frozen=True)
+class Clock:
+    """The clock and the sleep the cache uses, injectable (cachetools' ``timer=``) so
+    expiry and backoff are tested exactly and fast."""
+
+    time: Callable[[], float] = _time.time
+    sleep: Callable[[float], Any] = _time.sleep
+
+
+class Inherit:
+    """The type of :data:`INHERIT`."""
+
+    def __repr__(self) -> str:
+        return "INHERIT"
+
+
+#: ``cache.cached(lock=INHERIT)`` (the default): use the cache's policy; None turns it off.
+INHERIT: Final = Inherit()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mistral_cache import Cache
+from mistral_cache import Cache, Clock, Local
 from mistral_cache.adaptive import (
     META_KEY,
     Adaptive,
@@ -272,7 +272,7 @@ def test_large_moves_are_logged(caplog: pytest.LogCaptureFixture) -> None:
 
 
 # -- through a real Cache ----------------------------------------------------------
-class Clock:
+class ManualClock:
     def __init__(self) -> None:
         self.now = 1_000_000.0
 
@@ -281,8 +281,8 @@ class Clock:
 
 
 def test_local_only_cache_learns_and_reports_stats() -> None:
-    clock = Clock()
-    cache = Cache(None, timer=clock, local_ttl=None, early_refresh=False)
+    clock = ManualClock()
+    cache = Cache(None, local=Local(ttl=None), refresh=None, clock=Clock(time=clock))
     pol = adaptive(0.01, min_ttl=1, max_ttl=3600, initial_ttl=1)
     hashes = []
     pol.hasher = lambda v: hashes.append(v) or stable_hash(v)  # type: ignore[method-assign]
@@ -307,8 +307,8 @@ async def test_coroutines_learn_through_the_same_core(redis_url: str, namespace:
     """async def functions share the core flow: the policy learns from their
     recomputes too (state through the real Redis envelope), and shortens the TTL
     once the value starts changing."""
-    clock = Clock()
-    cache = Cache(redis_url, namespace=namespace, timer=clock, early_refresh=False, coherence=False)
+    clock = ManualClock()
+    cache = Cache(redis_url, namespace=namespace, local=Local(coherence=False), refresh=None, clock=Clock(time=clock))
     pol = adaptive(0.05, min_ttl=0.01, max_ttl=3600, initial_ttl=10)
     version = [0]
 
@@ -336,7 +336,7 @@ async def test_coroutines_learn_through_the_same_core(redis_url: str, namespace:
 def test_redis_backed_cache_shares_learning_across_processes(redis_url: str, namespace: str) -> None:
     """Two Cache objects (two "processes") share one Redis; the change-rate state
     rides in the envelope meta, so each learns from the other's recomputes."""
-    clock = Clock()
+    clock = ManualClock()
     rng = random.Random(9)
     rate = 0.05  # one change every 20 s on average
     world = {"version": 0, "next": clock.now + rng.expovariate(rate)}
@@ -348,8 +348,7 @@ def test_redis_backed_cache_shares_learning_across_processes(redis_url: str, nam
         return world["version"]
 
     pol = adaptive(0.05, min_ttl=0.01, max_ttl=3600, initial_ttl=1.0, memory=400)
-    caches = [Cache(redis_url, namespace=namespace, timer=clock, local_maxsize=0, early_refresh=False,
-                    coherence=False) for _ in range(2)]
+    caches = [Cache(redis_url, namespace=namespace, local=None, refresh=None, clock=Clock(time=clock)) for _ in range(2)]
     fns = []
     calls = [0, 0]
     for i, cache in enumerate(caches):

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis.cluster
 
-from mistral_cache import Cache
+from mistral_cache import Cache, Local, Timeouts
 from mistral_cache.testing import RedisClusterServer
 from mistral_cache.testing.contract import CacheContract, CacheFactory, cache_factory
 from mistral_cache.tiers.redis import Keyspace, sync_client_from_url
@@ -30,7 +30,7 @@ class TestClusterContract(CacheContract):
 
     @pytest.fixture
     def make_cache(self, cluster: RedisClusterServer, namespace: str) -> Iterator[CacheFactory]:
-        with cache_factory(redis_url=cluster.url, local_maxsize=0, namespace=namespace, socket_timeout=1.0) as make:
+        with cache_factory(redis_url=cluster.url, local=None, timeouts=Timeouts(socket=1.0), namespace=namespace) as make:
             yield make
 
 
@@ -39,7 +39,7 @@ class TestClusterLocalContract(CacheContract):
 
     @pytest.fixture
     def make_cache(self, cluster: RedisClusterServer, namespace: str) -> Iterator[CacheFactory]:
-        with cache_factory(redis_url=cluster.url, namespace=namespace, socket_timeout=1.0) as make:
+        with cache_factory(redis_url=cluster.url, namespace=namespace, timeouts=Timeouts(socket=1.0)) as make:
             yield make
 
 
@@ -56,8 +56,8 @@ def test_entry_and_lock_share_a_slot_and_keys_spread(cluster: RedisClusterServer
 
 def test_redis_instance_and_coherence_across_caches(cluster: RedisClusterServer, namespace: str) -> None:
     client = cluster.client()
-    a = Cache(redis=client, namespace=namespace, early_refresh=False)
-    b = Cache(cluster.url, namespace=namespace, early_refresh=False)
+    a = Cache(redis=client, namespace=namespace, refresh=None)
+    b = Cache(cluster.url, namespace=namespace, refresh=None)
     source = {"v": 1}
 
     def make(cache: Cache) -> Callable[[str], int]:
@@ -95,7 +95,7 @@ def test_redis_instance_and_coherence_across_caches(cluster: RedisClusterServer,
 
 
 def test_async_cluster_client(cluster: RedisClusterServer, namespace: str) -> None:
-    cache = Cache(cluster.url, namespace=namespace, local_maxsize=0, early_refresh=False)
+    cache = Cache(cluster.url, namespace=namespace, local=None, refresh=None)
     calls: list[int] = []
 
     @cache.cached(ttl=60, tags=["all"])
@@ -155,7 +155,7 @@ def test_doctor_reports_the_cluster(cluster: RedisClusterServer) -> None:
 def test_zz_master_failover_callers_keep_getting_correct_values(cluster: RedisClusterServer) -> None:
     """Kill a master while 4 threads keep calling; every value returned is correct."""
     namespace = "fo-" + uuid.uuid4().hex[:8]
-    cache = Cache(cluster.url, namespace=namespace, early_refresh=False, local_ttl=0.2, socket_timeout=0.5)
+    cache = Cache(cluster.url, namespace=namespace, local=Local(ttl=0.2), refresh=None, timeouts=Timeouts(socket=0.5))
     version = {"v": 0}
 
     @cache.cached(ttl=30, key="item:{i}")

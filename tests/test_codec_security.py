@@ -23,7 +23,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mistral_cache import Cache
+from mistral_cache import Cache, Local
 from mistral_cache.adaptive import META_KEY, Adaptive
 from mistral_cache.exceptions import SerializationError
 from mistral_cache.serializers import HEADER_SIZE, MAGIC, Codec
@@ -54,7 +54,7 @@ def test_signed_entry_copied_onto_another_key_is_a_counted_miss(
     redis_url: str, namespace: str, rclient: redis.Redis, caches: list[Cache], serializer: str
 ) -> None:
     pytest.importorskip("msgpack") if serializer == "msgpack" else None
-    cache = Cache(redis_url, namespace=namespace, local_maxsize=0, serializer=serializer, secret=SECRET)
+    cache = Cache(redis_url, namespace=namespace, local=None, codec=Codec(serializer, secret=SECRET))
     caches.append(cache)
 
     @cache.cached(ttl=60, key="user:{name}")
@@ -72,8 +72,8 @@ def test_signed_entry_copied_onto_another_key_is_a_counted_miss(
 def test_signed_entry_copied_into_another_namespace_is_a_counted_miss(
     redis_url: str, namespace: str, rclient: redis.Redis, caches: list[Cache]
 ) -> None:
-    a = Cache(redis_url, namespace=namespace + "-a", local_maxsize=0, serializer="pickle", secret=SECRET)
-    b = Cache(redis_url, namespace=namespace + "-b", local_maxsize=0, serializer="pickle", secret=SECRET)
+    a = Cache(redis_url, namespace=namespace + "-a", local=None, codec=Codec("pickle", secret=SECRET))
+    b = Cache(redis_url, namespace=namespace + "-b", local=None, codec=Codec("pickle", secret=SECRET))
     caches.extend((a, b))
     fa = a.cached(ttl=60, key="acl:{who}")(lambda who: "allowed")
     fb = b.cached(ttl=60, key="acl:{who}")(lambda who: "denied")
@@ -122,7 +122,7 @@ def test_replay_after_a_tag_invalidation_is_a_miss(
 ) -> None:
     """The generations an entry was computed under are signed: a captured entry
     written back after a tag (or namespace) bump no longer matches them."""
-    cache = Cache(redis_url, namespace=namespace, local_maxsize=0, serializer="pickle", secret=SECRET)
+    cache = Cache(redis_url, namespace=namespace, local=None, codec=Codec("pickle", secret=SECRET))
     caches.append(cache)
     state = {"bob": "allowed"}
     acl = cache.cached(ttl=60, key="acl:{who}", tags=["acl:{who}"])(lambda who: state[who])
@@ -143,7 +143,7 @@ def test_replay_after_a_tag_invalidation_is_a_miss(
 def test_replay_after_a_key_invalidation_is_a_miss(
     redis_url: str, namespace: str, rclient: redis.Redis, caches: list[Cache]
 ) -> None:
-    cache = Cache(redis_url, namespace=namespace, local_maxsize=0, serializer="pickle", secret=SECRET)
+    cache = Cache(redis_url, namespace=namespace, local=None, codec=Codec("pickle", secret=SECRET))
     caches.append(cache)
     state = {"bob": "allowed"}
     acl = cache.cached(ttl=60, key="acl:{who}")(lambda who: state[who])
@@ -184,7 +184,7 @@ def test_decompression_is_capped() -> None:
 
 
 def test_planted_bomb_is_a_counted_miss(redis_url: str, namespace: str, rclient: redis.Redis, caches: list[Cache]) -> None:
-    cache = Cache(redis_url, namespace=namespace, local_maxsize=0, max_value_size=100_000)
+    cache = Cache(redis_url, namespace=namespace, local=None, codec=Codec(max_value_size=100_000))
     caches.append(cache)
     f = cache.cached(ttl=60, key="doc:{i}")(lambda i: {"i": i})
     assert f(1) == {"i": 1}
@@ -211,8 +211,8 @@ def test_local_tier_has_a_default_byte_bound(monkeypatch: pytest.MonkeyPatch) ->
 def test_redis_hits_count_their_size_in_the_local_tier(
     redis_url: str, namespace: str, caches: list[Cache]
 ) -> None:
-    writer = Cache(redis_url, namespace=namespace, local_maxsize=0)
-    reader = Cache(redis_url, namespace=namespace, local_max_bytes=1_000_000)
+    writer = Cache(redis_url, namespace=namespace, local=None)
+    reader = Cache(redis_url, namespace=namespace, local=Local(max_bytes=1_000_000))
     caches.extend((writer, reader))
     w = writer.cached(ttl=60, key="blob:{i}")(lambda i: "x" * 400_000)
     r = reader.cached(ttl=60, key="blob:{i}")(lambda i: "x" * 400_000)
@@ -285,7 +285,7 @@ def test_malformed_adaptive_state_in_redis_is_a_counted_miss(
 ) -> None:
     from mistral_cache.adaptive import adaptive
 
-    cache = Cache(redis_url, namespace=namespace, local_maxsize=0)
+    cache = Cache(redis_url, namespace=namespace, local=None)
     caches.append(cache)
     f = cache.cached(ttl=adaptive(0.01, min_ttl=1, max_ttl=60), key="obj:{i}")(lambda i: {"i": i})
     for bad in ({"c": {"1": "x"}}, {"c": {}}, {"c": 3, "h": 1}):

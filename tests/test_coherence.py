@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 
-from mistral_cache import Cache
+from mistral_cache import Cache, Local
 
 BOUND = 0.2  # documented listener delivery delay we allow (it is ~1 ms on loopback)
 DEADLINE = 5.0  # give up polling after this long: a failure, not a slow pass
@@ -48,7 +48,7 @@ def grouped(group: str, item: str) -> int:
 def _build(cache_url: str, upstream_url: str, ns: str) -> tuple[Cache, dict[str, Any]]:
     global _upstream, _ns
     _upstream, _ns = redis.Redis.from_url(upstream_url), ns
-    cache = Cache(cache_url, namespace=ns, local_ttl=60)
+    cache = Cache(cache_url, namespace=ns, local=Local(ttl=60))
     fns = {
         "plain": cache.cached(ttl=300, key="plain:{item}")(plain),
         "grouped": cache.cached(ttl=300, key="grouped:{group}:{item}", tags=["group:{group}"])(grouped),
@@ -342,7 +342,7 @@ def test_random_interleavings_never_stale_beyond_bound(redis_url: str, namespace
     """Threads, each with its own Cache (own listener, own local tier: a process in miniature)."""
     rng = random.Random(seed)
     up = _Upstream()
-    caches = [Cache(redis_url, namespace=namespace, local_ttl=60) for _ in range(3)]
+    caches = [Cache(redis_url, namespace=namespace, local=Local(ttl=60)) for _ in range(3)]
     fns = []
     for c in caches:
         def item(group: str) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mistral_cache import Cache, ConfigurationError
+from mistral_cache import Cache, Codec, ConfigurationError
 from mistral_cache.testing.contract import CacheContract, CacheFactory, cache_factory
 
 
@@ -28,7 +28,7 @@ class TestLocal(CacheContract):
 class TestRedis(CacheContract):
     @pytest.fixture
     def make_cache(self, redis_url: str, namespace: str) -> Iterator[CacheFactory]:
-        with cache_factory(redis_url=redis_url, local_maxsize=0, namespace=namespace) as make:
+        with cache_factory(redis_url=redis_url, local=None, namespace=namespace) as make:
             yield make
 
 
@@ -45,6 +45,6 @@ def test_bad_options_are_named() -> None:
     with pytest.raises(ConfigurationError, match="ttl"):
         Cache().cached(ttl=-1)(lambda x: x)
     with pytest.raises(ConfigurationError, match="serializer"):
-        Cache(serializer="yaml")
+        Cache(codec=Codec("yaml"))
     with pytest.raises(ConfigurationError, match="secret"):
-        Cache(serializer="pickle")
+        Cache(codec=Codec("pickle"))

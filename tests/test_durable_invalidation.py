@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks import fault_freshness
-from mistral_cache import Cache, TierUnavailable
+from mistral_cache import Cache, Clock, Local, RedisLock, TierUnavailable
 from mistral_cache.pending import RELEASE_GRACE, Pending
 from mistral_cache.resilience import CircuitBreaker
 from mistral_cache.serializers import FORMAT_VERSION, MAGIC
@@ -175,7 +175,7 @@ def test_breaker_open_invalidation_is_replayed_by_an_idle_process(own_redis: Red
 
 
 def test_strict_invalidation_raises_and_is_still_replayed(own_redis: RedisServer, namespace: str) -> None:
-    cache = Cache(own_redis.url, namespace=namespace, strict=True, coherence=False)
+    cache = Cache(own_redis.url, namespace=namespace, strict=True, local=Local(coherence=False))
     f = cache.cached(ttl=60, key="s:{x}")(lambda x: x)
     try:
         assert f(1) == 1
@@ -215,7 +215,7 @@ def test_an_entry_older_than_a_pending_invalidation_is_a_miss(redis_url: str, na
     """A read that raced an invalidation whose reply was lost: the entry it reads
     predates the invalidation, so it is not served, though Redis still holds it."""
     source = {"v": 1}
-    cache = Cache(redis_url, namespace=namespace, coherence=False)
+    cache = Cache(redis_url, namespace=namespace, local=Local(coherence=False))
     f = cache.cached(ttl=60, key="p:{x}")(lambda x: source["v"])
     try:
         assert f(1) == 1
@@ -251,7 +251,7 @@ CRAFTED_META = {
 
 @pytest.mark.parametrize("meta", list(CRAFTED_META.values()), ids=list(CRAFTED_META))
 def test_crafted_meta_is_a_counted_miss_and_is_overwritten(redis_url: str, namespace: str, rclient: redis.Redis, meta: bytes) -> None:
-    cache = Cache(redis_url, namespace=namespace, coherence=False, local_maxsize=0)
+    cache = Cache(redis_url, namespace=namespace, local=None)
     calls = []
 
     @cache.cached(ttl=60, key="c:{x}")
@@ -279,7 +279,7 @@ _JSON = st.recursive(
 @given(meta=_JSON)
 def test_any_json_meta_never_raises(redis_url: str, rclient: redis.Redis, meta: Any) -> None:
     namespace = "t-" + uuid.uuid4().hex[:12]
-    cache = Cache(redis_url, namespace=namespace, coherence=False, local_maxsize=0)
+    cache = Cache(redis_url, namespace=namespace, local=None)
     f = cache.cached(ttl=60, key="h:{x}")(lambda x: x + 1)
     try:
         rclient.set(cache.keyspace.entry(f.cache_key(1)), _envelope(json.dumps(meta).encode()))
@@ -290,8 +290,8 @@ def test_any_json_meta_never_raises(redis_url: str, rclient: redis.Redis, meta: 
 
 # -- the stalled-server lock ----------------------------------------------------
 def _late_miss(url: str, namespace: str, now: float, out: Any) -> None:
-    cache = Cache(url, namespace=namespace, coherence=False, lock_timeout=10.0, timer=lambda: now)
-    f = cache.cached(ttl=60, key="lk:{x}", early_refresh=False)(lambda x: x)
+    cache = Cache(url, namespace=namespace, local=Local(coherence=False), lock=RedisLock(timeout=10.0), clock=Clock(time=lambda: now))
+    f = cache.cached(ttl=60, key="lk:{x}", refresh=None)(lambda x: x)
     t0 = time.monotonic()
     out.put((f(1), time.monotonic() - t0, f.stats()["lock_waits"]))
     cache.close()
@@ -302,8 +302,8 @@ def test_lock_taken_by_a_frozen_server_is_released_when_it_wakes(debug_redis: Re
     this process releases it at once, so another process's miss does not wait out
     ``lock_timeout`` (10 s) behind it."""
     now = [1000.0]
-    cache = Cache(debug_redis.url, namespace=namespace, coherence=False, lock_timeout=10.0, timer=lambda: now[0])
-    f = cache.cached(ttl=60, key="lk:{x}", early_refresh=False)(lambda x: x)
+    cache = Cache(debug_redis.url, namespace=namespace, local=Local(coherence=False), lock=RedisLock(timeout=10.0), clock=Clock(time=lambda: now[0]))
+    f = cache.cached(ttl=60, key="lk:{x}", refresh=None)(lambda x: x)
     lock_key = cache.keyspace.lock(f.cache_key(1))
     probe = debug_redis.client()
     try:
@@ -340,7 +340,7 @@ def test_no_old_value_served_after_redis_answers(fault: str) -> None:
 
 
 def test_a_generation_counter_of_garbage_bytes_is_just_another_generation(redis_url: str, namespace: str, rclient: redis.Redis) -> None:
-    cache = Cache(redis_url, namespace=namespace, coherence=False, local_maxsize=0)
+    cache = Cache(redis_url, namespace=namespace, local=None)
     source = {"v": 1}
     f = cache.cached(ttl=60, key="g:{x}")(lambda x: source["v"])
     try:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import tenacity
 
-from mistral_cache import Cache, TierUnavailable
+from mistral_cache import Cache, EarlyRefresh, Local, StaleIfError, TierUnavailable, Timeouts
 from mistral_cache.resilience import CircuitBreaker
 from mistral_cache.testing import RedisServer
 
@@ -112,7 +112,7 @@ def test_redis_killed_fail_open_breaker_opens_and_closes(own_redis: RedisServer,
 
 
 def test_redis_killed_strict_mode_raises_tier_unavailable(own_redis: RedisServer, namespace: str) -> None:
-    cache = Cache(own_redis.url, namespace=namespace, strict=True, coherence=False)
+    cache = Cache(own_redis.url, namespace=namespace, strict=True, local=Local(coherence=False))
 
     @cache.cached(ttl=60)
     def fn(x: int) -> dict[str, Any]:
@@ -168,7 +168,7 @@ async def test_redis_killed_async_fail_open(own_redis: RedisServer, namespace: s
 # -- Redis frozen ---------------------------------------------------------------
 def test_redis_frozen_calls_still_answer_within_a_bound(own_redis: RedisServer, namespace: str) -> None:
     socket_timeout = 0.25
-    cache = Cache(own_redis.url, namespace=namespace, socket_timeout=socket_timeout, connect_timeout=socket_timeout,
+    cache = Cache(own_redis.url, namespace=namespace, timeouts=Timeouts(socket=socket_timeout, connect=socket_timeout),
                   breaker=CircuitBreaker(failure_threshold=3, reset_timeout=0.5))
 
     @cache.cached(ttl=60)
@@ -229,7 +229,7 @@ class Flaky:
 
 
 def test_stale_if_error_serves_the_stale_value(redis_url: str, namespace: str) -> None:
-    cache = Cache(redis_url, namespace=namespace, stale_if_error=60, coherence=False)
+    cache = Cache(redis_url, namespace=namespace, local=Local(coherence=False), stale=StaleIfError(60))
     upstream = Flaky()
 
     @cache.cached(ttl=0.2)
@@ -256,14 +256,14 @@ def test_stale_if_error_serves_the_stale_value(redis_url: str, namespace: str) -
 
 def test_stale_if_error_from_redis_in_another_process_view(redis_url: str, namespace: str) -> None:
     """A fresh Cache (an empty local tier, as in another process) gets the stale value from Redis."""
-    first = Cache(redis_url, namespace=namespace, stale_if_error=60, coherence=False)
+    first = Cache(redis_url, namespace=namespace, local=Local(coherence=False), stale=StaleIfError(60))
     upstream = Flaky()
     fn1 = first.cached(ttl=0.2, key="s:{x}")(lambda x: upstream(x))
     assert fn1(5) == value_of(5)
     first.close()
     upstream.failing = True
     time.sleep(0.3)
-    second = Cache(redis_url, namespace=namespace, stale_if_error=60, coherence=False)
+    second = Cache(redis_url, namespace=namespace, local=Local(coherence=False), stale=StaleIfError(60))
     fn2 = second.cached(ttl=0.2, key="s:{x}")(lambda x: upstream(x))
     assert fn2(5) == value_of(5)
     assert second.stats()["stale_served"] == 1
@@ -271,7 +271,7 @@ def test_stale_if_error_from_redis_in_another_process_view(redis_url: str, names
 
 
 def test_without_stale_if_error_the_error_is_raised(redis_url: str, namespace: str) -> None:
-    cache = Cache(redis_url, namespace=namespace, coherence=False)
+    cache = Cache(redis_url, namespace=namespace, local=Local(coherence=False))
     upstream = Flaky()
     fn = cache.cached(ttl=0.2, key="n:{x}")(lambda x: upstream(x))
     assert fn(1) == value_of(1)
@@ -284,7 +284,7 @@ def test_without_stale_if_error_the_error_is_raised(redis_url: str, namespace: s
 
 
 async def test_stale_if_error_async(redis_url: str, namespace: str) -> None:
-    cache = Cache(redis_url, namespace=namespace, stale_if_error=60, coherence=False)
+    cache = Cache(redis_url, namespace=namespace, local=Local(coherence=False), stale=StaleIfError(60))
     upstream = Flaky()
 
     @cache.cached(ttl=0.2)
@@ -315,7 +315,7 @@ def _retry3() -> tenacity.Retrying:
 
 
 def test_retry_policy_retries_a_flaky_function(redis_url: str, namespace: str) -> None:
-    cache = Cache(redis_url, namespace=namespace, coherence=False)
+    cache = Cache(redis_url, namespace=namespace, local=Local(coherence=False))
     upstream = FailsTimes(2)
 
     @cache.cached(ttl=60, retry=_retry3())
@@ -331,7 +331,7 @@ def test_retry_policy_retries_a_flaky_function(redis_url: str, namespace: str) -
 
 
 def test_retry_policy_gives_up_with_the_original_exception(redis_url: str, namespace: str) -> None:
-    cache = Cache(redis_url, namespace=namespace, coherence=False)
+    cache = Cache(redis_url, namespace=namespace, local=Local(coherence=False))
     upstream = FailsTimes(10)
 
     @cache.cached(ttl=60, retry=_retry3())
@@ -350,7 +350,7 @@ def test_retry_policy_gives_up_with_the_original_exception(redis_url: str, names
 
 
 async def test_retry_policy_async(redis_url: str, namespace: str) -> None:
-    cache = Cache(redis_url, namespace=namespace, coherence=False)
+    cache = Cache(redis_url, namespace=namespace, local=Local(coherence=False))
     upstream = FailsTimes(2)
 
     @cache.cached(ttl=60, retry=_retry3())  # a sync tenacity policy drives the coroutine too
@@ -388,7 +388,7 @@ async def test_cancelled_half_open_probe_does_not_wedge_the_breaker(own_redis: R
     """The one caller let through to probe a half-open breaker is cancelled (a user's
     timeout) while Redis is frozen: the breaker must still close once Redis is back."""
     breaker = CircuitBreaker(failure_threshold=1, reset_timeout=0.3)
-    cache = Cache(own_redis.url, namespace=namespace, breaker=breaker, coherence=False)
+    cache = Cache(own_redis.url, namespace=namespace, breaker=breaker, local=Local(coherence=False))
 
     @cache.cached(ttl=60)
     async def fn(x: int) -> dict[str, Any]:
@@ -436,7 +436,7 @@ def test_failed_early_refresh_keeps_the_unexpired_value(redis_url: str, namespac
     """XFetch picks a caller to refresh a value *before* it expires; if the upstream
     fails then, that caller gets the still-valid value, not the upstream's exception
     (even without stale_if_error: nothing stale is served)."""
-    cache = Cache(redis_url if with_redis else None, namespace=namespace, beta=5, coherence=False)
+    cache = Cache(redis_url if with_redis else None, namespace=namespace, local=Local(coherence=False), refresh=EarlyRefresh(beta=5))
     upstream = Flaky()
 
     @cache.cached(ttl=1.0, key="e:{x}")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from mistral_cache import Cache
+from mistral_cache import Cache, Clock, Local
 from mistral_cache.adaptive import adaptive
 from mistral_cache.admin.cli import main
 from mistral_cache.observability.publisher import publish_stats, start_stats_publisher
@@ -26,13 +26,13 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 @pytest.fixture
 def cache(redis_url: str, namespace: str) -> Iterator[Cache]:
-    c = Cache(redis_url, namespace=namespace, early_refresh=False)
+    c = Cache(redis_url, namespace=namespace, refresh=None)
     yield c
     c.close()
 
 
 def test_stats_aggregates_published_counters(redis_url: str, namespace: str, cache: Cache, capsys: pytest.CaptureFixture[str]) -> None:
-    other = Cache(redis_url, namespace=namespace, early_refresh=False)
+    other = Cache(redis_url, namespace=namespace, refresh=None)
 
     @cache.cached(ttl=60, key="x:{x}")
     def f(x: int) -> int:
@@ -73,7 +73,7 @@ def test_stats_shows_what_adaptive_ttls_learnt(redis_url: str, namespace: str, c
     """Two processes' learning, merged per function: checks, changes, the change
     interval and TTL distributions (from mergeable half-octave histograms)."""
     now = [0.0]
-    caches = [Cache(redis_url, namespace=namespace, timer=lambda: now[0], early_refresh=False, coherence=False)
+    caches = [Cache(redis_url, namespace=namespace, local=Local(coherence=False), refresh=None, clock=Clock(time=lambda: now[0]))
               for _ in range(2)]
     fns = []
     for c in caches:
@@ -107,7 +107,7 @@ def test_invalidate_key_tag_and_namespace(redis_url: str, namespace: str, cache:
     def get(i: int, g: str) -> list[int]:
         return [i, source["v"]]
 
-    fresh = Cache(redis_url, namespace=namespace, local_maxsize=0, early_refresh=False)
+    fresh = Cache(redis_url, namespace=namespace, local=None, refresh=None)
 
     @fresh.cached(ttl=60, key="item:{i}", tags=["group:{g}"])
     def fget(i: int, g: str) -> list[int]:

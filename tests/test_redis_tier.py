@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from mistral_cache import Cache
+from mistral_cache import Cache, Clock, Codec, Local
 
 CALLS_KEY = "test:calls:{ns}"
 
@@ -85,7 +85,7 @@ def test_async_functions_share_redis(redis_url: str, namespace: str) -> None:
 
 
 def test_garbage_foreign_and_tampered_bytes_are_misses(redis_url: str, namespace: str) -> None:
-    cache = Cache(redis_url, namespace=namespace, local_maxsize=0, serializer="pickle", secret="s3cret")
+    cache = Cache(redis_url, namespace=namespace, local=None, codec=Codec("pickle", secret="s3cret"))
     calls = []
 
     @cache.cached(ttl=60, key="k:{x}")
@@ -106,7 +106,7 @@ def test_garbage_foreign_and_tampered_bytes_are_misses(redis_url: str, namespace
 
 
 def test_oversized_values_are_served_not_cached(redis_url: str, namespace: str) -> None:
-    cache = Cache(redis_url, namespace=namespace, max_value_size=100, compress_threshold=None)
+    cache = Cache(redis_url, namespace=namespace, codec=Codec(compress_threshold=None, max_value_size=100))
     calls = []
 
     @cache.cached(ttl=60)
@@ -137,8 +137,8 @@ def test_round_trips_per_path(redis_url: str, namespace: str) -> None:
     first (it is usually a Redis hit), then locks: three."""
     pool = redis.ConnectionPool.from_url(redis_url, connection_class=_Counting)
     now = [1000.0]
-    caches = [Cache(redis=redis.Redis(connection_pool=pool), namespace=namespace, coherence=False,
-                    timer=lambda: now[0], early_refresh=False) for _ in range(2)]
+    caches = [Cache(redis=redis.Redis(connection_pool=pool), namespace=namespace, local=Local(coherence=False), refresh=None,
+                    clock=Clock(time=lambda: now[0])) for _ in range(2)]
     fns = []
     calls = [0]
     for c in caches:
@@ -175,7 +175,7 @@ def test_round_trips_per_path(redis_url: str, namespace: str) -> None:
 def test_lock_scripts_treat_our_own_token_as_acquired(redis_url: str, namespace: str) -> None:
     """A retried call whose first reply was lost finds the lock holding its own
     token: that is ours, not someone else's to wait for."""
-    cache = Cache(redis_url, namespace=namespace, coherence=False)
+    cache = Cache(redis_url, namespace=namespace, local=Local(coherence=False))
     try:
         rt, ks = cache.redis, cache.keyspace
         assert rt is not None
@@ -205,7 +205,7 @@ def test_lock_freed_when_storing_fails_or_the_clock_steps_back(redis_url: str, n
                 now[0] = 1000.0
 
     client = SteppingBack.from_url(redis_url, socket_timeout=1)
-    cache = Cache(redis=client, namespace=namespace, coherence=False, timer=lambda: now[0], early_refresh=False)
+    cache = Cache(redis=client, namespace=namespace, local=Local(coherence=False), refresh=None, clock=Clock(time=lambda: now[0]))
 
     def refuse(value: int) -> bool:
         if value < 0:

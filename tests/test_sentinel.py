@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from mistral_cache import Cache, ConfigurationError
+from mistral_cache import Cache, ConfigurationError, Local, Timeouts
 from mistral_cache.testing import RedisSentinelServer
 from mistral_cache.testing.contract import CacheContract, CacheFactory, cache_factory
 from mistral_cache.tiers.redis import sync_client_from_url, topology
@@ -29,7 +29,7 @@ class TestSentinelContract(CacheContract):
 
     @pytest.fixture
     def make_cache(self, sentinel: RedisSentinelServer, namespace: str) -> Iterator[CacheFactory]:
-        with cache_factory(redis_url=sentinel.url, local_maxsize=0, namespace=namespace, socket_timeout=1.0) as make:
+        with cache_factory(redis_url=sentinel.url, local=None, timeouts=Timeouts(socket=1.0), namespace=namespace) as make:
             yield make
 
 
@@ -38,7 +38,7 @@ class TestSentinelLocalContract(CacheContract):
 
     @pytest.fixture
     def make_cache(self, sentinel: RedisSentinelServer, namespace: str) -> Iterator[CacheFactory]:
-        with cache_factory(redis_url=sentinel.url, namespace=namespace, socket_timeout=1.0) as make:
+        with cache_factory(redis_url=sentinel.url, namespace=namespace, timeouts=Timeouts(socket=1.0)) as make:
             yield make
 
 
@@ -59,8 +59,8 @@ def _wait(pred: Callable[[], bool], timeout: float) -> bool:
 def test_failover_follows_new_primary_and_serves_nothing_stale(own_sentinel: RedisSentinelServer) -> None:
     namespace = "s-" + uuid.uuid4().hex[:8]
     setup = own_sentinel
-    a = Cache(setup.url, namespace=namespace, early_refresh=False, socket_timeout=0.5)
-    b = Cache(setup.url, namespace=namespace, early_refresh=False, socket_timeout=0.5)
+    a = Cache(setup.url, namespace=namespace, refresh=None, timeouts=Timeouts(socket=0.5))
+    b = Cache(setup.url, namespace=namespace, refresh=None, timeouts=Timeouts(socket=0.5))
     assert a.redis is not None and topology(a.redis.client()) == "sentinel"
     source = {"v": 1}
 
@@ -124,7 +124,7 @@ def test_failover_follows_new_primary_and_serves_nothing_stale(own_sentinel: Red
     assert _wait(lambda: ga(3) == [3, 2], 2)
     assert ga(3) == [3, 2] and gb(3) == [3, 2]
     # Redis really is in use again: a value written through b is read by a fresh cache.
-    c = Cache(setup.url, namespace=namespace, local_maxsize=0, early_refresh=False)
+    c = Cache(setup.url, namespace=namespace, local=None, refresh=None)
     assert make(c)(3) == [3, 2] and c.stats()["redis_hits"] == 1
 
     async def via_async() -> list[int]:
@@ -145,7 +145,7 @@ def test_invalidation_waits_for_a_replica_to_hold_it(own_sentinel: RedisSentinel
     old value back. A replica that does not answer in time is counted and logged."""
     namespace = "s-" + uuid.uuid4().hex[:8]
     setup = own_sentinel
-    cache = Cache(setup.url, namespace=namespace, early_refresh=False, coherence=False)
+    cache = Cache(setup.url, namespace=namespace, local=Local(coherence=False), refresh=None)
     assert cache.redis is not None and cache.redis.topology == "sentinel"
 
     @cache.cached(ttl=60, key="item:{i}")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from mistral_cache import Cache
+from mistral_cache import Cache, StaleIfError
 from mistral_cache import coherence as coh
 from mistral_cache.admin.cli import main
 from mistral_cache.exceptions import CacheError, ConfigurationError
@@ -44,7 +44,7 @@ def _entry(tags: tuple[str, ...] = ()) -> LocalEntry:
 
 @pytest.fixture
 def cache(redis_url: str, namespace: str) -> Iterator[Cache]:
-    c = Cache(redis_url, namespace=namespace, early_refresh=False)
+    c = Cache(redis_url, namespace=namespace, refresh=None)
     yield c
     c.close()
 
@@ -78,7 +78,7 @@ def test_any_tag_survives_the_message_framing() -> None:
 
 
 def test_several_tags_reach_another_process(redis_url: str, namespace: str, cache: Cache) -> None:
-    other = Cache(redis_url, namespace=namespace, early_refresh=False)
+    other = Cache(redis_url, namespace=namespace, refresh=None)
     source = {"v": 1}
 
     @cache.cached(ttl=300, key="g:{g}", tags=["grp:{g}"])
@@ -126,7 +126,7 @@ def test_non_utf8_messages_are_ignored_and_counted(redis_url: str, namespace: st
     for data in (b"\xff\xfe|k|i:1", b"\x80", b"[\xff]"):
         for _ in range(5):
             rclient.publish(cache.keyspace.channel, data)
-    other = Cache(redis_url, namespace=namespace, local_maxsize=0)
+    other = Cache(redis_url, namespace=namespace, local=None)
     other.invalidate("i:2")  # a real announcement, after the crafted ones: our barrier
     assert cache.local is not None
     assert _eventually(lambda: cache.local is not None and cache.local.get("i:2") is None)
@@ -288,7 +288,7 @@ def test_redact_hides_every_password(url: str) -> None:
     f"redis+cluster://:top{SECRET}@127.0.0.1:x7000",
 ])
 def test_an_unparseable_url_error_shows_no_part_of_the_password(url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    cache = Cache(url, namespace="n", local_maxsize=0)
+    cache = Cache(url, namespace="n", local=None)
 
     @cache.cached(ttl=60, key="k")
     def f() -> int:
@@ -337,7 +337,7 @@ def test_a_ttl_strategy_returning_infinity_is_a_clear_error(cache: Cache) -> Non
 
 
 def test_an_infinite_stale_if_error_still_stores(cache: Cache, rclient: redis.Redis) -> None:
-    @cache.cached(ttl=60, key="k", stale_if_error=math.inf)
+    @cache.cached(ttl=60, key="k", stale=StaleIfError(math.inf))
     def f() -> int:
         return 1
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import redis
 
-from mistral_cache import Cache
+from mistral_cache import Cache, Local, RedisLock
 
 CTX = mp.get_context("spawn")
 SLEEP = 0.2  # the cold function's compute time
@@ -111,7 +111,7 @@ def _task_worker(url: str, ns: str, tasks: int, barrier: Any, out: Any) -> None:
 
 def _killable_worker(url: str, ns: str, started: Any, ready: Any, out: Any) -> None:
     _config.update(url=url, ns=ns, started=started)
-    cache = Cache(url, namespace=ns, lock_timeout=1.0, lock_wait=20.0)
+    cache = Cache(url, namespace=ns, lock=RedisLock(timeout=1.0, wait=20.0))
     fn = cache.cached(ttl=60, key="victim:{x}")(killable_value)
     cache.redis.client().ping()
     ready.set()
@@ -256,7 +256,7 @@ def test_xfetch_refreshes_ahead_of_expiry(redis_url: str, namespace: str) -> Non
 async def test_cancelled_leader_does_not_cancel_its_followers(redis_url: str, namespace: str, with_redis: bool) -> None:
     """One caller's timeout (``wait_for``) cancels the coroutine computing a key; the other
     coroutines waiting for that key did not ask to be cancelled: they get the value."""
-    cache = Cache(redis_url if with_redis else None, namespace=namespace, lock_timeout=5.0, coherence=False)
+    cache = Cache(redis_url if with_redis else None, namespace=namespace, local=Local(coherence=False), lock=RedisLock(timeout=5.0))
     calls = []
 
     @cache.cached(ttl=60, key="c:{x}")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..cache import Cache
+from ..policies import Timeouts
 from ..tiers.redis import redact
 from . import options
 
@@ -17,8 +18,8 @@ __all__ = ["invalidate", "register"]
 
 def invalidate(url: str, namespace: str, *, key: str | None = None, tags: Sequence[str] = (), clear: bool = False) -> dict[str, Any]:
     """Invalidate like a process would (announced to every local tier); raises on Redis errors."""
-    cache = Cache(url, namespace=namespace, local_maxsize=0, coherence=False, strict=True,
-                  socket_timeout=2.0, connect_timeout=2.0)
+    cache = Cache(url, namespace=namespace, local=None, timeouts=Timeouts(socket=2.0, connect=2.0), strict=True,
+)
     try:
         done: dict[str, Any] = {"namespace": namespace}
         if key is not None:

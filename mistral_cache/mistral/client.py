@@ -27,6 +27,7 @@ import tenacity
 
 from ..exceptions import ConfigurationError
 from ..keys import encode_arg
+from ..policies import INHERIT
 from .identity import ADMIN_ROLES, DEFAULT_PROJECT, MAX_IDENTITY_TTL, TOKENS, Identity, SessionIdentity, scope_for
 from .policies import STATEFUL, Policy, is_not_found, make_policies, not_found_marker, resource_ttl
 
@@ -391,7 +392,7 @@ class CachedManager:
         # (the early refresh's conditional write lost to the RUNNING entry's expiry?).
         cached = owner.cache.cached(
             ttl=resource_ttl(resource, policies), key=key, tags=tags, retry=owner.retry,
-            early_refresh=False if resource in STATEFUL else None,
+            refresh=None if resource in STATEFUL else INHERIT,
         )(fetch)
         self.cached_reads[method] = cached
         self._binders[method] = binder

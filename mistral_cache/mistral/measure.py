@@ -91,7 +91,7 @@ def latency(mistral_url: str, redis_url: str, n: int) -> dict[str, Any]:
     }
     namespace = "measure-" + uuid.uuid4().hex[:8]
     both = CachedMistralClient(_client(mistral_url), cache=Cache(redis_url, namespace=namespace))
-    redis_only = CachedMistralClient(_client(mistral_url), cache=Cache(redis_url, namespace=namespace, local_maxsize=0))
+    redis_only = CachedMistralClient(_client(mistral_url), cache=Cache(redis_url, namespace=namespace, local=None))
     out = {}
     try:
         for label, read in reads.items():

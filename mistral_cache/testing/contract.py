@@ -12,7 +12,7 @@ abstract part) and saying whether the topology has a Redis tier::
 
         @pytest.fixture
         def make_cache(self, redis_url, namespace):
-            with cache_factory(redis_url=redis_url, local_maxsize=0, namespace=namespace) as make:
+            with cache_factory(redis_url=redis_url, local=None, namespace=namespace) as make:
                 yield make
 
 The project's own suite runs it over local, redis, both (``tests/test_contract.py``),
@@ -38,9 +38,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from .. import Cache, KeyBuildError, SerializationError
+from .. import Cache, Clock, KeyBuildError, SerializationError, Timeouts
 
-__all__ = ["CacheContract", "CacheFactory", "Cached", "Clock", "Flavour", "cache_factory"]
+__all__ = ["CacheContract", "CacheFactory", "Cached", "Flavour", "ManualClock", "cache_factory"]
 
 #: ``make(**options) -> Cache``: a topology's caches, with the test's own options on top.
 CacheFactory = Callable[..., Cache]
@@ -51,7 +51,7 @@ def cache_factory(**defaults: Any) -> Iterator[CacheFactory]:
     """Yield ``make(**options)``, a :class:`Cache` built from ``defaults`` updated
     with ``options``; every cache it made is closed on exit.
 
-    ``early_refresh`` is off unless a default or the test says otherwise: the
+    Early refresh is off unless a default or the test says otherwise: the
     contract counts computations exactly, and an early refresh is one more. For the
     same reason Redis gets 2 s timeouts: on a loaded machine a 0.25 s one fails open
     into a recomputation, correct but not what these tests count.
@@ -59,7 +59,7 @@ def cache_factory(**defaults: Any) -> Iterator[CacheFactory]:
     made: list[Cache] = []
 
     def make(**options: Any) -> Cache:
-        kw = {"early_refresh": False, "socket_timeout": 2.0, "connect_timeout": 2.0, **defaults, **options}
+        kw = {"refresh": None, "timeouts": Timeouts(socket=2.0, connect=2.0), **defaults, **options}
         cache = Cache(**kw)
         made.append(cache)
         return cache
@@ -71,8 +71,8 @@ def cache_factory(**defaults: Any) -> Iterator[CacheFactory]:
             cache.close()
 
 
-class Clock:
-    """An injectable clock (``Cache(timer=...)``) that moves only when told: ``clock.now += 5``."""
+class ManualClock:
+    """An injectable clock (``Cache(clock=Clock(time=...))``) that moves only when told: ``clock.now += 5``."""
 
     def __init__(self, now: float = 1_000_000.0) -> None:
         self.now = now
@@ -218,8 +218,8 @@ class CacheContract:
         assert s["misses"] == 2 and s["local_hits"] + s["redis_hits"] == 2
 
     def test_expiry_follows_the_injected_clock(self, make_cache: CacheFactory, flavour: Flavour) -> None:
-        clock = Clock()
-        cache = make_cache(timer=clock)
+        clock = ManualClock()
+        cache = make_cache(clock=Clock(time=clock))
         calls = []
 
         @flavour.cached(cache, ttl=dt.timedelta(seconds=10))
@@ -236,8 +236,8 @@ class CacheContract:
         assert calls == [1, 1]
 
     def test_ttl_callable_of_the_result(self, make_cache: CacheFactory, flavour: Flavour) -> None:
-        clock = Clock()
-        cache = make_cache(timer=clock)
+        clock = ManualClock()
+        cache = make_cache(clock=Clock(time=clock))
         calls = []
 
         @flavour.cached(cache, ttl=lambda r: 100 if r["state"] == "SUCCESS" else 1)

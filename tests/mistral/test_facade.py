@@ -26,7 +26,7 @@ from mistralclient.api.base import APIException
 from mistralclient.api.v2.executions import Execution
 from mistralclient.api.v2.workflows import Workflow
 
-from mistral_cache import Cache
+from mistral_cache import Cache, Clock
 from mistral_cache.adaptive import adaptive
 from mistral_cache.mistral import DEFAULT_PROJECT, CachedMistralClient, is_transient, policies, scope_for
 
@@ -541,7 +541,7 @@ def test_adaptive_policy_keeps_learning_behind_the_facade(mistral_url, redis_url
     is a real GET whose unchanged answer lengthens the TTL; a write through the
     facade still invalidates at once."""
     now = [1000.0]
-    cache = Cache(redis_url, namespace=namespace, timer=lambda: now[0], early_refresh=False)
+    cache = Cache(redis_url, namespace=namespace, refresh=None, clock=Clock(time=lambda: now[0]))
     learner = adaptive(0.05, min_ttl=1, max_ttl=3600, initial_ttl=5)
     facade = CachedMistralClient(upstream, cache=cache, policies={"workflows": learner})
     name = f"wf_ad_{uuid.uuid4().hex[:8]}"
