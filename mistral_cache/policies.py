@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 
 from .exceptions import ConfigurationError
 
-__all__ = ["RedisLock", "EarlyRefresh", "StaleIfError", "Local", "Timeouts", "Clock", "INHERIT", "seconds"]
+__all__ = ["ttl_seconds", "check_ttl", "RedisLock", "EarlyRefresh", "StaleIfError", "Local", "Timeouts", "Clock", "INHERIT", "seconds"]
 
 
 def seconds(value: float | _dt.timedelta | None, name: str, *, positive: bool = False, forever: bool = False) -> float:
@@ -155,3 +155,21 @@ class Inherit:
 
 #: ``cache.cached(lock=INHERIT)`` (the default): use the cache's policy; None turns it off.
 INHERIT: Final = Inherit()
+
+
+def ttl_seconds(ttl: Any, value: Any, fn_name: str) -> float:
+    """A TTL given as seconds, a timedelta, or a callable of the result (a strategy)."""
+    if callable(ttl) and not isinstance(ttl, _dt.timedelta):
+        ttl = ttl(value)
+    if isinstance(ttl, _dt.timedelta):
+        return ttl.total_seconds()
+    if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and math.isfinite(ttl):
+        return float(ttl)
+    raise ConfigurationError(f"{fn_name}: ttl must be finite seconds, a timedelta or a callable returning one; got {ttl!r}")
+
+
+def check_ttl(ttl: Any, fn_name: str) -> None:
+    if callable(ttl) and not isinstance(ttl, _dt.timedelta):
+        return
+    if ttl_seconds(ttl, None, fn_name) <= 0:
+        raise ConfigurationError(f"{fn_name}: ttl must be positive, got {ttl!r}")
