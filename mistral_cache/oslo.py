@@ -1,0 +1,191 @@
+"""oslo.cache without patching it: ``LocalTierProxy``, a dogpile ``ProxyBackend``
+that puts the coherent in-process tier in front of ``dogpile.cache.redis`` or
+``dogpile.cache.redis_sentinel``.
+
+Why a proxy: oslo.cache's ``[cache] backend`` accepts only its fixed list of
+names, but ``[cache] proxies`` imports any class, and ``configure_cache_region``
+wraps the region's backend with it. So an operator writes::
+
+    [cache]
+    enabled = true
+    backend = dogpile.cache.redis
+    redis_server = 127.0.0.1:6379
+    proxies = mistral_cache.oslo.LocalTierProxy
+
+Values stay where and as ``dogpile.cache.redis`` keeps them (its keys, its
+pickled bytes), so processes with and without the proxy share one Redis. What the
+proxy adds, on the Redis client the wrapped backend made:
+
+- reads: a local hit does no I/O; a miss reads through the wrapped backend;
+- writes and deletes: one pipelined round trip with an announcement on
+  ``mc:<namespace>:inv``, so every process's proxy drops its local copy;
+- ``get_mutex``: the Cache's Redis lock (one creator per key across processes),
+  where ``dogpile.cache.redis`` gives none unless ``distributed_lock`` is set;
+- Redis down: reads miss and writes are dropped instead of raising, so callers
+  get their creator's value (the breaker keeps a dead Redis from slowing them).
+
+Settings are class attributes; a subclass changes them
+(``proxies = mypkg.cache.NovaLocalTier`` with ``namespace = "nova"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from dogpile.cache.api import NO_VALUE
+from dogpile.cache.proxy import ProxyBackend
+
+from . import coherence
+from .cache import Cache
+from .dogpile.mutex import DistributedMutex, LockExtender
+from .dogpile.ops import delete_many, write_many
+from .exceptions import ConfigurationError
+from .policies import Local, RedisLock
+from .tiers.local import LocalEntry
+from .tiers.redis import FAILED, RedisTier
+
+__all__ = ["LocalTierProxy"]
+
+log = logging.getLogger("mistral_cache.oslo")
+
+
+class LocalTierProxy(ProxyBackend):
+    """The coherent local tier in front of dogpile's Redis backends (see the module)."""
+
+    #: Names the pub/sub channel and the lock keys (``mc:<namespace>:...``).
+    namespace = "oslo"
+    #: Local entries (0: no local tier, only the lock and fail-open reads).
+    local_maxsize = 4096
+    #: Seconds a local copy is served without Redis (bounds staleness if pub/sub is lost).
+    local_ttl = 60.0
+    lock = RedisLock(timeout=10.0, wait=30.0)
+    #: False: leave ``get_mutex`` to the wrapped backend.
+    distributed_lock = True
+
+    cache: Cache
+    tier: RedisTier
+
+    def wrap(self, backend: Any) -> LocalTierProxy:
+        super().wrap(backend)
+        actual = backend
+        while hasattr(actual, "proxied"):
+            actual = actual.proxied
+        client = getattr(actual, "writer_client", None)
+        if client is None:
+            raise ConfigurationError(
+                f"LocalTierProxy wraps dogpile.cache.redis or dogpile.cache.redis_sentinel, not {type(actual).__name__}")
+        self.actual = actual
+        local = Local(self.local_maxsize, None, None, True) if self.local_maxsize else None
+        self.cache = Cache(redis=client, namespace=self.namespace, local=local, lock=self.lock, refresh=None)
+        assert self.cache.redis is not None
+        self.tier, self.local, self.keyspace = self.cache.redis, self.cache.local, self.cache.keyspace
+        self._sender: str = self.cache.runtime.sender  # hook wanted: Cache.sender (see dogpile.backend)
+        self._extender = LockExtender(self.tier, self.lock.timeout)
+        return self
+
+    # -- reads ---------------------------------------------------------------------
+    def _local_hit(self, key: str) -> Any:
+        local = self.local
+        if local is not None:
+            entry = local.peek(key)
+            if entry is not None and entry.expires_at > time.monotonic():
+                return entry.value
+        return NO_VALUE
+
+    def get_serialized(self, key: str) -> Any:
+        value = self._local_hit(key)
+        if value is not NO_VALUE:
+            return value
+        return self.get_serialized_multi([key])[0]
+
+    def get_serialized_multi(self, keys: Iterable[str]) -> Any:
+        keys = list(keys)
+        out: list[Any] = [self._local_hit(k) for k in keys]
+        missing = [i for i, v in enumerate(out) if v is NO_VALUE]
+        if not missing:
+            return out
+        self.cache.ensure_listener()
+        since = self.local.begin() if self.local is not None else 0
+        wanted = [keys[i] for i in missing]
+        res = self.tier.run(lambda c: self.proxied.get_serialized_multi(wanted), "oslo get")
+        if res is FAILED:
+            return out
+        for i, value in zip(missing, res):
+            if value is not None and value is not NO_VALUE:
+                out[i] = value
+                self._fill(keys[i], value, since)
+        return out
+
+    # Values the region did not serialise (a region given serializer=None) go the same way.
+    def get(self, key: str) -> Any:
+        return self.get_serialized(key)
+
+    def get_multi(self, keys: Iterable[str]) -> Any:
+        return self.get_serialized_multi(keys)
+
+    # -- writes --------------------------------------------------------------------
+    def set_serialized(self, key: str, value: Any) -> None:
+        self.set_serialized_multi({key: value})
+
+    def set_serialized_multi(self, mapping: Mapping[str, Any]) -> None:
+        """SET (as the wrapped backend would: its ``redis_expiration_time``) and announce, in one round trip."""
+        if not mapping:
+            return
+        self.cache.ensure_listener()
+        local = self.local
+        if local is not None:
+            for key in mapping:
+                local.delete(key)
+        since = local.begin() if local is not None else 0
+        expiry = getattr(self.actual, "redis_expiration_time", 0) or 0
+        messages = [coherence.message(self._sender, "k", k) for k in mapping]
+        res = self.tier.run(write_many(list(mapping.items()), int(expiry * 1000) or None, self.keyspace.channel, messages),
+                            "oslo set")
+        if res is FAILED:
+            log.debug("oslo set of %d keys not stored in Redis (serving them locally)", len(mapping))
+        for key, value in mapping.items():
+            self._fill(key, value, since)
+
+    def set(self, key: str, value: Any) -> None:
+        self.set_serialized_multi({key: value})
+
+    def set_multi(self, mapping: Mapping[str, Any]) -> None:
+        self.set_serialized_multi(mapping)
+
+    def delete(self, key: str) -> None:
+        self.delete_multi([key])
+
+    def delete_multi(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if not keys:
+            return
+        local = self.local
+        if local is not None:
+            for key in keys:
+                local.delete(key)
+        messages = [coherence.message(self._sender, "k", k) for k in keys]
+        res = self.tier.run(delete_many(keys, self.keyspace.channel, messages), "oslo delete")
+        if res is FAILED:
+            log.warning("oslo delete of %d keys did not reach Redis: other processes keep them up to local_ttl, "
+                        "and Redis keeps them until they expire", len(keys))
+        if local is not None:
+            for key in keys:
+                local.delete(key)
+
+    # -- the mutex -----------------------------------------------------------------------
+    def get_mutex(self, key: str) -> Any:
+        if not self.distributed_lock:
+            return self.proxied.get_mutex(key)
+        return DistributedMutex(self.tier, self.keyspace.lock(key), self.keyspace.entry(key), self.lock, self._extender)
+
+    def _fill(self, key: str, value: Any, since: int) -> None:
+        local = self.local
+        if local is None:
+            return
+        now, ttl = time.monotonic(), self.local_ttl or math.inf
+        local.put(key, LocalEntry(value, created_at=now, ttl=ttl, expires_at=now + ttl, soft_at=math.inf,
+                                  stale_until=now + ttl, size=len(value) if isinstance(value, bytes) else 1), since)
