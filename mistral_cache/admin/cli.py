@@ -15,13 +15,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from . import bench, doctor, invalidate, stats
+from . import bench, doctor, events, invalidate, stats
 
 __all__ = ["REGISTRARS", "Registrar", "build_parser", "main"]
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-REGISTRARS: list[Registrar] = [bench.register, stats.register, invalidate.register, doctor.register]
+REGISTRARS: list[Registrar] = [bench.register, stats.register, invalidate.register, doctor.register, events.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

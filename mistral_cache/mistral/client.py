@@ -28,8 +28,10 @@ import tenacity
 from ..exceptions import ConfigurationError
 from ..keys import encode_arg
 from ..policies import INHERIT
+from .events.lease import lease_tag, watch_for
+from .events.mapping import ANY
 from .identity import ADMIN_ROLES, DEFAULT_PROJECT, MAX_IDENTITY_TTL, TOKENS, Identity, SessionIdentity, scope_for
-from .policies import STATEFUL, Policy, is_not_found, make_policies, not_found_marker, resource_ttl
+from .policies import STATEFUL, Policy, event_backed, is_not_found, make_policies, not_found_marker, resource_ttl
 
 log = logging.getLogger("mistral_cache.mistral")
 
@@ -45,6 +47,7 @@ class Read:
     ident: str | None = None  # the parameter naming one resource (None: a list)
     policy: str | None = None  # the policy (and tags) of another manager, e.g. sub-executions
     resource_class: str | None = None  # dotted name of the class to rebuild, if not the manager's
+    list_filter: tuple[str, str] | None = None  # (parameter, tag name): lists tagged by that filter's value
 
 
 def _all(*resources: str) -> Tags:
@@ -86,10 +89,10 @@ READS: dict[str, dict[str, Read]] = {
     "executions": {"get": Read("id"), "list": Read(), "get_ex_sub_executions": Read()},
     "tasks": {
         "get": Read("id"),
-        "list": Read(),
+        "list": Read(list_filter=("workflow_execution_id", "wx")),
         "get_task_sub_executions": Read(policy="executions", resource_class="mistralclient.api.v2.executions.Execution"),
     },
-    "action_executions": {"get": Read("id"), "list": Read()},
+    "action_executions": {"get": Read("id"), "list": Read(list_filter=("task_execution_id", "task"))},
     "actions": _DEFS,
     "environments": {"get": Read("name"), "list": Read()},
     "cron_triggers": {"get": Read("name"), "list": Read()},
@@ -380,7 +383,14 @@ class CachedManager:
             tags = [f"{{scope}}|{resource}", f"{{scope}}|{resource}|id:{{ident}}"]
         else:
             tags = [f"{{scope}}|{resource}", f"{{scope}}|{resource}|list"]
+            if spec.list_filter is not None:  # so that an event clears only the lists it changes
+                tags.append(f"{{scope}}|{resource}|list|{spec.list_filter[1]}:{{ident}}")
         policies = owner.policies
+        ttl = resource_ttl(resource, policies)
+        watch = owner.events
+        if watch is not None and resource in STATEFUL:
+            tags.append(lease_tag(owner.mistral_url))  # dropped when the event stream's epoch ends
+            ttl = event_backed(ttl, watch)
         prefix = f"{name}.{method}|"
 
         def key(scope: str, ident: str, encoded: str, params: dict[str, Any]) -> str:
@@ -391,20 +401,28 @@ class CachedManager:
         # the final SUCCESS of a polled execution reached the local tier but never Redis
         # (the early refresh's conditional write lost to the RUNNING entry's expiry?).
         cached = owner.cache.cached(
-            ttl=resource_ttl(resource, policies), key=key, tags=tags, retry=owner.retry,
+            ttl=ttl, key=key, tags=tags, retry=owner.retry,
             refresh=None if resource in STATEFUL else INHERIT,
         )(fetch)
         self.cached_reads[method] = cached
         self._binders[method] = binder
         rebuild = owner._rebuild
+        list_filter = spec.list_filter[0] if spec.list_filter is not None else None
 
         @functools.wraps(real)
         def read(*args: Any, **kwargs: Any) -> Any:
+            if watch is not None and not watch.started:
+                watch.ensure()
             scope = owner._static_scope or owner._verified_scope()
             if scope is None:  # no identity Keystone confirms: the server decides, nothing cached
                 return real(*args, **kwargs)
             params = binder.bind(args, kwargs)
-            ident = str(params.get(spec.ident)) if spec.ident is not None else ""
+            if spec.ident is not None:
+                ident = str(params.get(spec.ident))
+            elif list_filter is not None:
+                ident = str(params.get(list_filter) or (params.get(varkw or "") or {}).get(list_filter) or ANY)
+            else:
+                ident = ""
             try:
                 encoded = binder.encode(params)
             except TypeError:  # an argument without a stable key: don't cache this call
@@ -510,6 +528,8 @@ class CachedMistralClient:
         self._identity_kind = self._choose_identity(scope)
         self._memo: tuple[Any, Identity, str] | None = None
         self.policies = make_policies(policies)
+        #: The event stream's lease as this process sees it (None: no Redis, state rules only).
+        self.events = watch_for(cache, self.mistral_url) if self.mistral_url else None
         self.retry: tenacity.BaseRetrying | None = default_retry() if retry == "default" else retry  # type: ignore[assignment]
         self._managers: dict[str, CachedManager] = {}
         for name in self.MANAGERS:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from ..adaptive import META_KEY, Adaptive, adaptive
 from ..api import TTLPolicy
@@ -211,6 +211,30 @@ class _LearningTTL:
                 if isinstance(state, dict):  # the learner measures waits from the TTL really used
                     extra = {**extra, META_KEY: {**state, "T": ttl}}
         return float(ttl), extra, float(retain)
+
+
+class _Watch(Protocol):
+    event_ttl: float
+
+    def live(self) -> bool: ...
+
+    def covered(self, value: Any) -> bool: ...
+
+
+def event_backed(ttl: Any, watch: _Watch) -> Any:
+    """``ttl`` (a policy of the result), lengthened to ``watch.event_ttl`` for values
+    whose every change is pushed to us, while the event stream's lease is live. A
+    learning policy is left as it is (it learns what events would tell it)."""
+    if isinstance(ttl, TTLPolicy) or not callable(ttl):
+        return ttl
+
+    def policy(value: Any) -> float:
+        seconds = float(ttl(value))
+        if watch.live() and not is_not_found(value) and watch.covered(value):
+            return max(seconds, watch.event_ttl)
+        return seconds
+
+    return policy
 
 
 def resource_ttl(resource: str, table: Mapping[str, Policy] = DEFAULT_POLICIES) -> Policy:

@@ -299,3 +299,125 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line(
             "authenticated Mistral set-up: " + ", ".join(f"{k} {v:.1f}s" for k, v in SETUP_SECONDS.items())
         )
+
+
+# -- Mistral's notifier and the events receiver (tests/mistral/test_events.py) ----------
+# ``events_mistral``: a server started with ``--notify-url`` (its own, since the notifier
+# is configured at start), posting every state change to a receiver port chosen up
+# front; ``receiver``: ``mistral-cache events serve`` on that port, restartable by tests.
+# The bearer token lives in a 0600 file, never on a command line.
+@dataclass
+class EventsSetup:
+    url: str  # the Mistral API
+    port: int  # where the receiver listens
+    token_file: Path
+    redis_url: str
+    namespace: str
+    workdir: Path
+
+    @property
+    def token(self) -> str:
+        return self.token_file.read_text().strip()
+
+
+@pytest.fixture(scope="session")
+def events_setup(tmp_path_factory, redis_url):
+    _bypass_proxy_for_loopback()
+    workdir = tmp_path_factory.mktemp("events")
+    token_file = workdir / "token"
+    fd = os.open(str(token_file), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    receiver_port = _free_port()
+    installed = _run_script("install", timeout=INSTALL_TIMEOUT)
+    if installed.returncode != 0:
+        _fail("scripts/mistral-server install", installed)
+    backend = os.environ.get("MISTRAL_BACKEND", "auto")
+    location = ["--port", str(_free_port()), "--workdir", str(workdir / "mistral")]
+    started = _run_script(
+        "start", "--backend", backend, *location, "--notify-url", f"http://127.0.0.1:{receiver_port}/events",
+        "--notify-token-file", str(token_file), timeout=START_TIMEOUT,
+    )
+    if started.returncode != 0:
+        _run_script("stop", *location, timeout=60)
+        _fail(f"scripts/mistral-server start --backend {backend} --notify-url ...", started)
+    try:
+        yield EventsSetup(started.stdout.strip().splitlines()[-1], receiver_port, token_file, redis_url,
+                          "ev" + uuid.uuid4().hex[:8], workdir)
+    finally:
+        stopped = _run_script("stop", *location, timeout=120)
+        if stopped.returncode != 0:
+            sys.stderr.write(stopped.stdout + stopped.stderr)
+
+
+class ReceiverProcess:
+    """``mistral-cache events serve`` as a real process (kill -9 and restart included)."""
+
+    def __init__(self, setup: EventsSetup) -> None:
+        self.setup = setup
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self, *extra: str) -> None:
+        import requests
+
+        s = self.setup
+        self.starts += 1
+        log = s.workdir / f"receiver-{self.starts}.log"
+        cmd = [sys.executable, "-m", "mistral_cache.admin.cli", "events", "serve", "--listen", f"127.0.0.1:{s.port}",
+               "--redis-url", s.redis_url, "--mistral-url", s.url, "--namespace", s.namespace,
+               "--token-file", str(s.token_file), *extra]
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=str(REPO))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"receiver exited {self.proc.returncode}:\n{log.read_text()[-3000:]}", pytrace=False)
+            try:
+                r = requests.get(f"http://127.0.0.1:{s.port}/health",
+                                 headers={"Authorization": f"Bearer {s.token}"}, timeout=1)
+                if r.status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        pytest.fail(f"receiver not ready in 30 s:\n{log.read_text()[-3000:]}", pytrace=False)
+
+    def health(self) -> dict:
+        import requests
+
+        s = self.setup
+        return requests.get(f"http://127.0.0.1:{s.port}/health", headers={"Authorization": f"Bearer {s.token}"},
+                            timeout=2).json()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def receiver(events_setup):
+    proc = ReceiverProcess(events_setup)
+    proc.start("--reconcile", "2")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def mistral_client_events(events_setup):
+    from mistralclient.api import client
+
+    return client.client(mistral_url=events_setup.url)

@@ -1,0 +1,126 @@
+"""From one Mistral notification to the cache tags it makes outdated.
+
+The same mapping serves the webhook receiver, the publisher plugin and the
+reconciliation, so every path clears exactly the same entries. Tags follow the
+facade's naming (``<scope>|<manager>|id:<id>``, ``<scope>|<manager>|list...``)
+and are built for both scopes that can hold the resource: its project's and the
+admins' (an admin reads every project), via the one :func:`scope_for`.
+
+The mapping only ever names things to invalidate; nothing in an event is ever
+cached, so a forged event can cost refetches but never put wrong data in front
+of a reader.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..identity import scope_for
+
+__all__ = [
+    "ANY", "EVENT_TYPES", "EventError", "Event", "TASK_EVENTS", "WORKFLOW_EVENTS", "list_tag", "parse_event",
+    "tags_for",
+]
+
+_STATES = ("LAUNCHED", "SUCCEEDED", "FAILED", "CANCELLED", "PAUSED", "RESUMED", "RERUN")
+WORKFLOW_EVENTS = frozenset(f"WORKFLOW_{s}" for s in _STATES)
+TASK_EVENTS = frozenset({*(f"TASK_{s}" for s in _STATES), "TASK_SKIPPED"})
+EVENT_TYPES = WORKFLOW_EVENTS | TASK_EVENTS
+
+#: The filter value of a list read without that filter (an unfiltered task list).
+ANY = "*"
+
+# Mistral ids are UUIDs; accept any short plain identifier, refuse separators and controls.
+_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+_PROJECT = re.compile(r"[^\x00-\x1f\x7f]{1,255}\Z")
+
+
+class EventError(ValueError):
+    """A notification that cannot be mapped (the receiver answers 4xx and invalidates nothing)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """The fields of a notification the mapping uses (everything else is ignored)."""
+
+    kind: str  # WORKFLOW_* or TASK_*
+    id: str
+    project_id: str
+    state: str | None = None
+    workflow_execution_id: str | None = None  # task events: the task's execution
+    root_execution_id: str | None = None  # workflow events: the top of a sub-workflow tree
+    task_execution_id: str | None = None  # workflow events: the parent task of a sub-workflow
+
+    @property
+    def is_task(self) -> bool:
+        return self.kind in TASK_EVENTS
+
+
+def _opt_id(data: Mapping[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _ID.match(value):
+        raise EventError(f"{name} is not an id")
+    return value
+
+
+def parse_event(data: Any, event: Any = None) -> Event:
+    """Validate a notification payload (``event`` given apart by the plugin path).
+    Raises :class:`EventError` naming what is wrong: unknown type, missing ids."""
+    if not isinstance(data, Mapping):
+        raise EventError("the body must be a JSON object")
+    kind = event if event is not None else data.get("event")
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
+        raise EventError(f"unknown event type {str(kind)[:40]!r}")
+    ident = _opt_id(data, "id")
+    if ident is None:
+        raise EventError("missing id")
+    project = data.get("project_id")
+    if not isinstance(project, str) or not _PROJECT.match(project):
+        raise EventError("missing project_id")
+    state = data.get("state")
+    if state is not None and (not isinstance(state, str) or not _ID.match(state)):
+        raise EventError("state is not a state name")
+    wf = _opt_id(data, "workflow_execution_id")
+    if kind in TASK_EVENTS and wf is None:
+        raise EventError("a task event needs workflow_execution_id")
+    return Event(
+        kind=kind, id=ident, project_id=project, state=state, workflow_execution_id=wf,
+        root_execution_id=_opt_id(data, "root_execution_id"), task_execution_id=_opt_id(data, "task_execution_id"),
+    )
+
+
+def list_tag(scope: str, manager: str, name: str, value: str) -> str:
+    """The tag of the ``manager`` lists read with filter ``name=value`` (or :data:`ANY`)."""
+    return f"{scope}|{manager}|list|{name}:{value}"
+
+
+def _relative_tags(scope: str, ev: Event) -> list[str]:
+    if ev.is_task:
+        assert ev.workflow_execution_id is not None
+        return [
+            f"{scope}|tasks|id:{ev.id}",
+            list_tag(scope, "tasks", "wx", ev.workflow_execution_id), list_tag(scope, "tasks", "wx", ANY),
+            # the task's action executions (they send no events of their own) and its sub-workflows
+            list_tag(scope, "action_executions", "task", ev.id), list_tag(scope, "action_executions", "task", ANY),
+            # a task's state change can change its execution's (the execution event may come later)
+            f"{scope}|executions|id:{ev.workflow_execution_id}",
+        ]
+    out = [f"{scope}|executions|id:{ev.id}", f"{scope}|executions|list"]
+    if ev.root_execution_id and ev.root_execution_id != ev.id:
+        out.append(f"{scope}|executions|id:{ev.root_execution_id}")
+    if ev.task_execution_id:  # a sub-workflow: its parent task and that task's lists
+        out += [f"{scope}|tasks|id:{ev.task_execution_id}", list_tag(scope, "tasks", "wx", ANY)]
+    return out
+
+
+def tags_for(ev: Event, mistral_url: str) -> list[str]:
+    """Every tag one event makes outdated, in the project's scope and the admins'."""
+    tags: list[str] = []
+    for admin in (False, True):
+        tags += _relative_tags(scope_for(ev.project_id, mistral_url, admin=admin), ev)
+    return tags

@@ -1,0 +1,139 @@
+"""Running the receiver: everything ``mistral-cache events serve`` wires together.
+
+:func:`build` makes the :class:`~.receiver.Receiver` (with its lease and its
+reconciliation) from :class:`Settings`; :func:`serve` runs it under waitress
+(pure Python, threaded, no C build), bound where the operator says -- an
+internal address, not a public one. For gunicorn or uwsgi, point them at
+``mistral_cache.mistral.events.serve:application``, configured from the
+environment (``MISTRAL_CACHE_EVENTS_*``, see :func:`settings_from_env`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...cache import Cache
+from ...policies import Timeouts
+from .lease import LeaseKeeper
+from .receiver import MAX_BODY, RateLimit, Receiver, load_token
+from .reconcile import INTERVAL, Reconciler
+
+__all__ = ["Running", "Settings", "application", "build", "serve", "settings_from_env"]
+
+log = logging.getLogger("mistral_cache.mistral.events")
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    mistral_url: str
+    token: bytes = field(repr=False)
+    namespace: str = "default"
+    listen: str = "127.0.0.1:8787"
+    notify_urls: tuple[str, ...] = ()  # what Mistral posts to (default http://<listen>/events)
+    allow: tuple[str, ...] = ()
+    rate: float = 200.0
+    burst: float = 400.0
+    max_body: int = MAX_BODY
+    reconcile: float = INTERVAL  # 0: off
+    keystone: dict[str, str] | None = field(default=None, repr=False)  # admin credentials for reconciliation
+    threads: int = 8
+    discard: float = 0.0  # tests only: answer 202 to this fraction of events and drop them
+
+
+@dataclass
+class Running:
+    receiver: Receiver
+    lease: LeaseKeeper
+    reconciler: Reconciler | None
+
+    def stop(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.stop()
+        self.lease.stop()
+
+
+def _mistral_client(s: Settings) -> Any:
+    from mistralclient.api import client
+
+    if s.keystone:
+        k = s.keystone
+        return client.client(mistral_url=s.mistral_url, auth_url=k["url"], username=k["username"],
+                             password=k["password"], project_name=k.get("project", "admin"),
+                             user_domain_name="Default", project_domain_name="Default")
+    return client.client(mistral_url=s.mistral_url)
+
+
+def build(s: Settings) -> Running:
+    """The receiver, its lease (started: a new epoch) and its reconciliation."""
+    # Short timeouts: Mistral's engine waits for our answer to each POST.
+    cache = Cache(s.redis_url, namespace=s.namespace, local=None, lock=None, refresh=None,
+                  timeouts=Timeouts(socket=0.25, connect=0.25))
+    urls = s.notify_urls or (f"http://{s.listen}/events",)
+    lease = LeaseKeeper(cache, s.mistral_url, urls)
+    receiver = Receiver(cache, s.mistral_url, s.token, max_body=s.max_body, rate=RateLimit(s.rate, s.burst),
+                        allow=s.allow, lease=lease, discard=s.discard)
+    lease.start()
+    reconciler = Reconciler(_mistral_client(s), receiver, s.reconcile).start() if s.reconcile > 0 else None
+    return Running(receiver, lease, reconciler)
+
+
+def serve(s: Settings, ready: threading.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT; prints ``listening on http://HOST:PORT`` once bound."""
+    import waitress
+
+    running = build(s)
+    server: Any = waitress.create_server(
+        running.receiver, listen=s.listen, threads=s.threads, max_request_body_size=s.max_body,
+        ident="mistral-cache-events", clear_untrusted_proxy_headers=True, channel_timeout=30,
+    )
+    host, port = server.effective_host, server.effective_port
+    print(f"listening on http://{host}:{port}", flush=True)
+    if ready is not None:
+        ready.set()
+
+    def stop(signum: int, frame: Any) -> None:
+        server.close()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.run()
+    except OSError:  # the socket closed by the signal handler
+        pass
+    finally:
+        running.stop()
+    return 0
+
+
+def settings_from_env(env: dict[str, str] | None = None) -> Settings:
+    """Settings from ``MISTRAL_CACHE_EVENTS_{REDIS_URL,MISTRAL_URL,NAMESPACE,TOKEN_FILE,ALLOW,RECONCILE}``."""
+    e = os.environ if env is None else env
+    p = "MISTRAL_CACHE_EVENTS_"
+    return Settings(
+        redis_url=e[p + "REDIS_URL"], mistral_url=e[p + "MISTRAL_URL"], namespace=e.get(p + "NAMESPACE", "default"),
+        token=load_token(e.get(p + "TOKEN_FILE"), dict(e)),
+        allow=tuple(a for a in e.get(p + "ALLOW", "").split(",") if a),
+        reconcile=float(e.get(p + "RECONCILE", INTERVAL)),
+        notify_urls=tuple(u for u in e.get(p + "NOTIFY_URL", "").split(",") if u),
+    )
+
+
+_APP: Running | None = None
+_APP_LOCK = threading.Lock()
+
+
+def application(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    """The WSGI entry point for an external server, built on its first request."""
+    global _APP
+    if _APP is None:
+        with _APP_LOCK:
+            if _APP is None:
+                _APP = build(settings_from_env())
+    return _APP.receiver(environ, start_response)
