@@ -23,6 +23,8 @@ proxy adds, on the Redis client the wrapped backend made:
   where ``dogpile.cache.redis`` gives none unless ``distributed_lock`` is set;
 - Redis down: reads miss and writes are dropped instead of raising, so callers
   get their creator's value (the breaker keeps a dead Redis from slowing them).
+  For that the wrapped backend's clients lose redis-py's own retries (which back
+  off for seconds per command) and get a connect timeout if they had none.
 
 Settings are class attributes; a subclass changes them
 (``proxies = mypkg.cache.NovaLocalTier`` with ``namespace = "nova"``).
@@ -38,6 +40,8 @@ from typing import Any
 
 from dogpile.cache.api import NO_VALUE
 from dogpile.cache.proxy import ProxyBackend
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from . import coherence
 from .cache import Cache
@@ -51,6 +55,17 @@ from .tiers.redis import FAILED, RedisTier
 __all__ = ["LocalTierProxy"]
 
 log = logging.getLogger("mistral_cache.oslo")
+
+
+def _fail_fast(client: Any) -> None:
+    """redis-py's own retries off (its default backs off for seconds per command) and a
+    connect timeout where none was set: the tier's retry policy and breaker decide."""
+    client.set_retry(Retry(NoBackoff(), 0))
+    kwargs = getattr(client.connection_pool, "connection_kwargs", None)
+    if isinstance(kwargs, dict):
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+        if kwargs.get("socket_connect_timeout") is None:
+            kwargs["socket_connect_timeout"] = kwargs.get("socket_timeout") or 1.0
 
 
 class LocalTierProxy(ProxyBackend):
@@ -79,6 +94,8 @@ class LocalTierProxy(ProxyBackend):
             raise ConfigurationError(
                 f"LocalTierProxy wraps dogpile.cache.redis or dogpile.cache.redis_sentinel, not {type(actual).__name__}")
         self.actual = actual
+        for c in {id(x): x for x in (client, getattr(actual, "reader_client", client))}.values():
+            _fail_fast(c)
         local = Local(self.local_maxsize, None, None, True) if self.local_maxsize else None
         self.cache = Cache(redis=client, namespace=self.namespace, local=local, lock=self.lock, refresh=None)
         assert self.cache.redis is not None

@@ -1,0 +1,186 @@
+"""oslo.cache as an OpenStack service uses it, unpatched: an oslo.config ``[cache]``
+section read from a file, ``oslo_cache.core.configure_cache_region``, a memoized
+function from ``get_memoization_decorator`` — with ``proxies =
+mistral_cache.oslo.LocalTierProxy`` in front of ``dogpile.cache.redis``, in
+several processes against a real Redis."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+from oslo_cache import core
+from oslo_config import cfg
+
+from mistral_cache.oslo import LocalTierProxy
+from mistral_cache.testing import RedisServer
+
+CTX = mp.get_context("spawn")
+
+SECTION = """[cache]
+enabled = true
+backend = dogpile.cache.redis
+redis_server = {host}:{port}
+expiration_time = 600
+socket_timeout = 0.5
+proxies = mistral_cache.oslo.LocalTierProxy
+"""
+
+
+def write_conf(tmp: Path, url: str) -> str:
+    parts = urlsplit(url)
+    path = tmp / "service.conf"
+    path.write_text(SECTION.format(host=parts.hostname, port=parts.port))
+    return str(path)
+
+
+def service(conf_file: str) -> tuple[Any, Any]:
+    """What a service does at start-up: register oslo.cache's options, read its config file, configure its region."""
+    conf = cfg.ConfigOpts()
+    core.configure(conf)
+    conf(["--config-file", conf_file], project="svc")
+    region = core.create_region()
+    core.configure_cache_region(conf, region)
+    return region, core.get_memoization_decorator(conf, region, "cache")
+
+
+def _memoized(memoize: Any, calls: list[int]) -> Any:
+    """The same function (one name, one key) memoized on a given region."""
+
+    @memoize
+    def f(ns: str, x: int) -> dict[str, int]:
+        calls.append(x)
+        return {"x": x}
+
+    return f
+
+
+def test_the_section_configures_the_proxy(tmp_path: Path, redis_url: str, namespace: str) -> None:
+    conf_file = write_conf(tmp_path, redis_url)
+    region, memoize = service(conf_file)
+    assert isinstance(region.backend, LocalTierProxy)
+    assert type(region.actual_backend).__name__ == "RedisBackend"
+    calls: list[int] = []
+    f = _memoized(memoize, calls)
+    assert f(namespace, 1) == {"x": 1} and f(namespace, 1) == {"x": 1} and calls == [1]
+    # The value is where and as dogpile.cache.redis keeps it: a service without the proxy reads it.
+    conf = cfg.ConfigOpts()
+    core.configure(conf)
+    conf(["--config-file", conf_file], project="svc")
+    conf.set_override("proxies", [], "cache")
+    plain = core.create_region()
+    core.configure_cache_region(conf, plain)
+    assert type(plain.backend).__name__ == "RedisBackend"
+    other: list[int] = []
+    assert _memoized(core.get_memoization_decorator(conf, plain, "cache"), other)(namespace, 1) == {"x": 1} and other == []
+
+
+def _worker(conf_file: str, url: str, namespace: str, conn: Any) -> None:
+    region, memoize = service(conf_file)
+    region.backend.cache.ensure_listener()
+    region.backend.cache.listener.connected.wait(5)
+    r = redis.Redis.from_url(url)
+
+    @memoize
+    def lookup(ns: str, name: str) -> str:
+        r.incr(f"{ns}:computes")
+        time.sleep(float(r.get(f"{ns}:delay") or 0))
+        return (r.get(f"{ns}:src:{name}") or b"none").decode()
+
+    conn.send("ready")
+    while True:
+        cmd, args = conn.recv()
+        if cmd == "stop":
+            return
+        if cmd == "get":
+            conn.send(lookup(namespace, args))
+        elif cmd == "invalidate":
+            lookup.invalidate(namespace, args)
+            conn.send(None)
+        elif cmd == "stampede":
+            barrier_n, name = args
+            out: list[str] = []
+            ts = [threading.Thread(target=lambda: out.append(lookup(namespace, name))) for _ in range(barrier_n)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            conn.send(out)
+
+
+class Proc:
+    def __init__(self, conf_file: str, url: str, namespace: str) -> None:
+        self.conn, child = CTX.Pipe()
+        self.proc = CTX.Process(target=_worker, args=(conf_file, url, namespace, child), daemon=True)
+        self.proc.start()
+        assert self.conn.poll(60) and self.conn.recv() == "ready"
+
+    def call(self, cmd: str, args: Any = None) -> Any:
+        self.conn.send((cmd, args))
+        assert self.conn.poll(60), f"{cmd} timed out"
+        return self.conn.recv()
+
+    def stop(self) -> None:
+        self.conn.send(("stop", None))
+        self.proc.join(10)
+
+
+@pytest.fixture
+def two(tmp_path: Path, redis_url: str, namespace: str) -> Any:
+    conf_file = write_conf(tmp_path, redis_url)
+    procs = [Proc(conf_file, redis_url, namespace) for _ in range(2)]
+    yield procs
+    for p in procs:
+        p.stop()
+
+
+def test_invalidated_in_one_process_recomputed_in_the_other(two: list[Proc], rclient: redis.Redis, namespace: str) -> None:
+    a, b = two
+    rclient.set(f"{namespace}:src:wf", "v1")
+    assert a.call("get", "wf") == "v1" and b.call("get", "wf") == "v1"  # both hold it locally (local_ttl 60 s)
+    rclient.set(f"{namespace}:src:wf", "v2")
+    a.call("invalidate", "wf")
+    deadline = time.monotonic() + 2
+    while b.call("get", "wf") != "v2":
+        assert time.monotonic() < deadline, "b kept its local copy after a invalidated it"
+        time.sleep(0.01)
+    assert int(rclient.get(f"{namespace}:computes") or 0) == 2  # a's first call, then b's recompute
+
+
+def test_stampede_on_a_cold_key_computes_once(two: list[Proc], rclient: redis.Redis, namespace: str) -> None:
+    rclient.set(f"{namespace}:src:cold", "v")
+    rclient.set(f"{namespace}:delay", "0.3")
+    for p in two:
+        p.conn.send(("stampede", (8, "cold")))
+    results = []
+    for p in two:
+        assert p.conn.poll(60)
+        results += p.conn.recv()
+    assert results == ["v"] * 16
+    assert int(rclient.get(f"{namespace}:computes") or 0) == 1
+
+
+def test_redis_down_callers_keep_working(tmp_path: Path, namespace: str) -> None:
+    with RedisServer() as server:
+        region, memoize = service(write_conf(tmp_path, server.url))
+        calls: list[str] = []
+
+        @memoize
+        def f(ns: str, name: str) -> str:
+            calls.append(name)
+            return name.upper()
+
+        assert f(namespace, "held") == "HELD"
+        server.kill()
+        started = time.monotonic()
+        assert f(namespace, "held") == "HELD" and calls == ["held"]  # the local tier
+        assert f(namespace, "new") == "NEW"  # the creator; no ConnectionError reaches the caller
+        f.invalidate(namespace, "held")
+        assert f(namespace, "held") == "HELD" and calls == ["held", "new", "held"]
+        assert time.monotonic() - started < 10
