@@ -332,7 +332,6 @@ def test_lock_taken_by_a_frozen_server_is_released_when_it_wakes(debug_redis: Re
 @pytest.mark.parametrize("fault", fault_freshness.FAULTS)
 def test_no_old_value_served_after_redis_answers(fault: str) -> None:
     row = fault_freshness.run(fault, after=2.5)
-    print(f"\n{fault}: {row}")
     assert row["errors"] == 0, row["error_samples"]
     assert row["ryow_violations"] == 0, row
     assert row["stale_after_1s"] == 0, row

@@ -212,7 +212,6 @@ def test_killed_lock_holder_lock_expires_and_another_process_computes(
     assert _calls(rclient, namespace) == 2
     # bounded: lock_timeout (1 s) + a compute (0.1 s) + polling, far under lock_wait (20 s)
     assert recovered < 10.0
-    print(f"\nrecovered {recovered:.2f}s after SIGKILL of the lock holder (lock_timeout=1.0)")
 
 
 def test_xfetch_refreshes_ahead_of_expiry(redis_url: str, namespace: str) -> None:
@@ -245,7 +244,6 @@ def test_xfetch_refreshes_ahead_of_expiry(redis_url: str, namespace: str) -> Non
         t.join(10)
     cache.close()
     s = hot.stats()
-    print(f"\nxfetch: {s}")
     assert wrong == []
     assert s["misses"] == 1, s
     assert s["early_refreshes"] >= 3, s
