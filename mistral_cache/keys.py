@@ -1,4 +1,5 @@
-"""Cache keys: templates, the default key and the hashing of long keys.
+"""Cache keys: templates and the default key (the encoding of one argument, long
+keys and credentials are in :mod:`.encoding`).
 
 Two calls that share a key share a value, so a key must be injective in the
 call's arguments, and stable across processes and Python runs (no ``hash()``,
@@ -17,149 +18,20 @@ no default ``repr`` of objects):
 
 from __future__ import annotations
 
-import datetime as _dt
-import decimal
-import enum
 import functools
-import hashlib
 import inspect
 import re
 import string
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
+from .encoding import ESCAPED, FAST, HASHED_LENGTH, MAX_KEY_LENGTH, TAG, encode_arg, function_name, hidden, is_credential, shorten, type_name
 from .exceptions import ConfigurationError, KeyBuildError
 
 __all__ = ["MAX_KEY_LENGTH", "ArgBinder", "KeyBuilder", "Template", "encode_arg", "format_template", "function_name",
            "hidden", "is_credential", "shorten", "template_fields"]
 
-#: Keys longer than this keep a readable head and hash the rest.
-MAX_KEY_LENGTH = 200
-_HEAD = 64
-_LONG_MARK = "~"
-_HASHED_LENGTH = _HEAD + len(_LONG_MARK) + 40
-
-_SIMPLE = (str, int, float, bool, type(None), bytes)
-_FAST = frozenset(_SIMPLE)
-_SUBCLASSABLE = (str, int, float, bytes)
-_STDLIB = frozenset({"builtins", "datetime", "uuid", "decimal"})
-_TIMES = (_dt.datetime, _dt.date, _dt.time)
-_SCALARS = (uuid.UUID, decimal.Decimal, _dt.timedelta)
-
-_TAG = "#"  # a typed template field: "#" + encode_arg(value)
-_HIDDEN = "#~"  # a credential: "#~" + digest (encode_arg never starts with "~")
-_ESCAPED = "%#"  # always percent-encoded in a key field: the escape and the tag
-
 _FORMATTER = string.Formatter()
-
-
-def _type_name(t: type) -> str:
-    """Module-qualified, so same-named types of two modules never share a key
-    (the stdlib's keep their short, familiar names)."""
-    return t.__qualname__ if t.__module__ in _STDLIB else f"{t.__module__}.{t.__qualname__}"
-
-
-def encode_arg(value: Any) -> str:
-    """A canonical, stable, type-aware text for one argument, or TypeError."""
-    t = type(value)
-    if t in _FAST:
-        return repr(value)
-    hook = getattr(value, "__cache_key__", None)
-    if hook is not None and callable(hook):
-        out = hook()
-        if out is value:
-            raise TypeError(t.__qualname__)
-        return f"{_type_name(t)}<{encode_arg(out)}>"  # encoded: a hook's text cannot fake structure
-    if isinstance(value, enum.Enum):
-        return f"{_type_name(t)}.{value.name}"
-    if isinstance(value, _SUBCLASSABLE):  # a subclass's own __repr__ may say anything: use its base's
-        base = next(b for b in _SUBCLASSABLE if isinstance(value, b))
-        return f"{_type_name(t)}({base.__repr__(value)})"
-    if isinstance(value, tuple):
-        return "(" + ",".join(map(encode_arg, value)) + ")"
-    if isinstance(value, list):
-        return "[" + ",".join(map(encode_arg, value)) + "]"
-    if isinstance(value, Mapping):
-        items = sorted((encode_arg(k), encode_arg(v)) for k, v in value.items())
-        return "{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
-    if isinstance(value, (set, frozenset)):  # named, so set() is not {}
-        return ("set{" if isinstance(value, set) else "frozenset{") + ",".join(sorted(map(encode_arg, value))) + "}"
-    if isinstance(value, _TIMES):
-        return f"{_type_name(t)}({value.isoformat()})"
-    if isinstance(value, _SCALARS):
-        return f"{_type_name(t)}({value})"
-    raise TypeError(t.__qualname__)
-
-
-def shorten(key: str) -> str:
-    """Bound a key's length: a readable head, ``~`` and a SHA-256 of the whole key.
-
-    A key that already has that shape (length and ``~``) is hashed as well, so a
-    short argument spelling a long key's hashed form gets a key of its own."""
-    n = len(key)
-    if n <= MAX_KEY_LENGTH and not (n == _HASHED_LENGTH and key[_HEAD] == _LONG_MARK):
-        return key
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
-    return f"{key[:_HEAD]}{_LONG_MARK}{digest}"
-
-
-# -- credentials ----------------------------------------------------------------
-_CREDENTIAL_WORDS = ("password", "passwd", "passphrase", "secret", "token", "apikey", "credential", "privatekey", "authorization",
-                     "cookie", "session", "bearer", "jwt")
-_CREDENTIAL_PARTS = frozenset({"pwd", "pass", "auth", "creds", "cred", "pin", "otp"})
-
-
-def is_credential(name: str) -> bool:
-    """Whether a parameter (or a field such as ``creds.password``) names a credential,
-    by the words people use for them (``password``, ``access_token``, ``apiKey``,
-    ``client_secret``, ``auth``...). Such values are written into keys as a digest."""
-    low = name.lower()
-    squashed = re.sub(r"[^a-z0-9]", "", low)
-    return any(w in squashed for w in _CREDENTIAL_WORDS) or any(p in _CREDENTIAL_PARTS for p in re.split(r"[^a-z0-9]+", low))
-
-
-def hidden(name: str, value: Any) -> str:
-    """A credential's stand-in in a key: ``#~`` and 128 bits of a SHA-256 of its
-    encoding, so different secrets keep different keys without being readable.
-    Not encryption: a weak password can still be guessed from it offline."""
-    data = f"mistral_cache.credential\0{name}\0{encode_arg(value)}".encode("utf-8", "surrogatepass")
-    return _HIDDEN + hashlib.sha256(data).hexdigest()[:32]
-
-
-# -- the function's name ----------------------------------------------------------
-def _frozen(value: Any) -> bool:
-    """Immutable and encodable: safe to read once, at decoration."""
-    if type(value) in _FAST or isinstance(value, (enum.Enum, *_TIMES, *_SCALARS)):
-        return True
-    return type(value) in (tuple, frozenset) and all(map(_frozen, value))
-
-
-def function_name(fn: Callable[..., Any]) -> str:
-    """``module.qualname``, plus the immutable plain values ``fn`` closes over.
-
-    Functions made by one factory share a qualname; the factory's arguments they
-    close over (``kind='user'``) are what tells their default keys apart. Values
-    that are mutable or have no stable encoding are left out: instances that
-    differ only by those need ``key=`` (or ``version=``)."""
-    name = f"{fn.__module__}.{fn.__qualname__}"
-    code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None)
-    if code is None or not cells:
-        return name
-    parts = []
-    for var, cell in zip(code.co_freevars, cells):
-        try:
-            value = cell.cell_contents
-        except ValueError:  # not bound yet: a local function calling itself
-            continue
-        if _frozen(value):
-            parts.append(f"{var}={hidden(var, value) if is_credential(var) else encode_arg(value)}")
-    if not parts:
-        return name
-    label = ",".join(parts)
-    if len(label) > 64:
-        label = _TAG + hashlib.sha256(label.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"{name}[{label}]"
 
 
 class ArgBinder:
@@ -239,7 +111,7 @@ def _parse(template: str) -> tuple[list[str], list[tuple[str, str, str | None, s
 
 def _punctuation(text: str) -> set[str]:
     """The characters of a template's text that delimit fields (escaped in them)."""
-    return {c for c in text if not c.isalnum()} - set(_ESCAPED)
+    return {c for c in text if not c.isalnum()} - set(ESCAPED)
 
 
 def template_fields(template: str) -> set[str]:
@@ -264,8 +136,8 @@ def _typed_text(value: Any, table: dict[int, str]) -> str:
     try:
         text = encode_arg(value)
     except TypeError:  # no canonical encoding: its text, still typed
-        text = f"{_type_name(t)}={value}"
-    return _TAG + text.translate(table)
+        text = f"{type_name(t)}={value}"
+    return TAG + text.translate(table)
 
 
 class _Field:
@@ -288,7 +160,7 @@ class _Field:
     def render(self, value: Any, bound: Mapping[str, Any]) -> str:
         table = self.table
         if self.secret:
-            return _TAG + hidden(self.field, value)[len(_TAG):].translate(table or {})
+            return TAG + hidden(self.field, value)[len(TAG):].translate(table or {})
         if self.conversion or self.spec:  # the caller chose the text: only escaped
             if self.conversion:
                 value = _FORMATTER.convert_field(value, self.conversion)
@@ -313,7 +185,7 @@ class Template:
         self.template = template
         self.literals, parsed = _parse(template)
         punctuation = "".join(sorted(_punctuation("".join(self.literals))))
-        escaped = (_ESCAPED if typed else "%") + punctuation
+        escaped = (ESCAPED if typed else "%") + punctuation
         last = len(parsed) - 1
         self.fields = tuple(
             _Field(head, field, conversion, spec, escaped if typed or i < last else None, typed=typed)
@@ -360,7 +232,7 @@ def _compile_template(tpl: Template, positions: Mapping[str, int], count: int,
     f-string; anything else goes through the field's renderer."""
     if any("{" in f.spec for f in tpl.fields):
         return None  # a nested spec needs the other arguments: the binding path
-    ns: dict[str, Any] = {"general": general, "shorten": shorten, "LIMIT": MAX_KEY_LENGTH, "HASHED": _HASHED_LENGTH}
+    ns: dict[str, Any] = {"general": general, "shorten": shorten, "LIMIT": MAX_KEY_LENGTH, "HASHED": HASHED_LENGTH}
     parts = [repr(tpl.literals[0])]  # plain literals beside f'{v}' parts: braces in them stay literal
     body = []
     for j, (f, literal) in enumerate(zip(tpl.fields, tpl.literals[1:])):
@@ -457,14 +329,14 @@ class KeyBuilder:
         if self.exclude or self._hidden:
             return general
         head = self.fn_name + "("
-        limit, hashed = MAX_KEY_LENGTH, _HASHED_LENGTH
+        limit, hashed = MAX_KEY_LENGTH, HASHED_LENGTH
         if count == 1:
 
             def build_one(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
                 if kwargs or len(args) != 1:
                     return general(args, kwargs)
                 a = args[0]
-                if type(a) in _FAST:
+                if type(a) in FAST:
                     key = f"{head}{a!r})"
                 else:
                     try:
@@ -480,7 +352,7 @@ class KeyBuilder:
             if kwargs or len(args) != count:
                 return general(args, kwargs)
             try:
-                key = head + ",".join([repr(a) if type(a) in _FAST else encode_arg(a) for a in args]) + ")"
+                key = head + ",".join([repr(a) if type(a) in FAST else encode_arg(a) for a in args]) + ")"
             except TypeError:
                 return general(args, kwargs)  # raises KeyBuildError naming the argument
             n = len(key)
