@@ -33,7 +33,8 @@ from ...tiers.redis import FAILED
 from ..identity import server_id
 
 __all__ = [
-    "EVENT_TTL", "LEASE_TTL", "LeaseKeeper", "LeaseWatch", "lease_keys", "lease_tag", "notified", "watch_for",
+    "EVENT_TTL", "LEASE_TTL", "SENDER_TTL", "LeaseKeeper", "LeaseWatch", "lease_keys", "lease_tag", "notified",
+    "sender_key", "watch_for",
 ]
 
 log = logging.getLogger("mistral_cache.mistral.events")
@@ -59,6 +60,15 @@ def lease_keys(base: str, mistral_url: str) -> tuple[str, str, str]:
     """(lease, epoch, dead-marker prefix) under a keyspace ``base`` (``mc:<ns>:``)."""
     root = f"{base}ev:{server_id(mistral_url)}:"
     return root + "lease", root + "epoch", root + "dead:"
+
+
+def sender_key(base: str, mistral_url: str, execution_id: str) -> str:
+    """Set by the receiver when an execution's events reach it: its tasks are covered."""
+    return f"{base}ev:{server_id(mistral_url)}:x:{execution_id}"
+
+
+#: How long the receiver remembers that an execution sends events.
+SENDER_TTL = 86400
 
 
 def notified(params: Any, urls: Iterable[str]) -> bool:
@@ -239,11 +249,22 @@ class LeaseWatch:
         if not isinstance(value, Mapping):
             return False
         wx = value.get("workflow_execution_id")
-        if isinstance(wx, str):  # a task
-            return wx in self._executions
+        if isinstance(wx, str):  # a task: covered if its execution's events reach the receiver
+            return wx in self._executions or self._sends_events(wx)
         ident = value.get("id")
         if "params" in value and isinstance(ident, str) and notified(value.get("params"), self.urls):
             self._remember(ident)
+            return True
+        return False
+
+    def _sends_events(self, execution_id: str) -> bool:
+        """One Redis EXISTS, on a miss only (the TTL of a value just fetched upstream)."""
+        cache = self._cache()
+        if cache is None:
+            return False
+        key = sender_key(cache.keyspace.base, self.mistral_url, execution_id)
+        if cache.redis.run(lambda c: c.exists(key), "lease sender") == 1:
+            self._remember(execution_id)
             return True
         return False
 

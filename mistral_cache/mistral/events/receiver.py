@@ -26,9 +26,10 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from .lease import SENDER_TTL, sender_key
 from .mapping import Event, EventError, parse_event, tags_for
 
-__all__ = ["MAX_BODY", "RateLimit", "Receiver", "load_token"]
+__all__ = ["MAX_BODY", "RateLimit", "Receiver", "load_token", "mark_sender"]
 
 log = logging.getLogger("mistral_cache.mistral.events")
 
@@ -53,6 +54,14 @@ def load_token(path: str | None, env: dict[str, str] | None = None, name: str = 
     if not text or len(text) < MIN_TOKEN:
         raise ValueError(f"the events token must be at least {MIN_TOKEN} characters (from --token-file or ${name})")
     return text.encode()
+
+
+def mark_sender(cache: Any, mistral_url: str, event: Event) -> None:
+    """Remember that this event's execution sends us events (its tasks get event-backed TTLs)."""
+    execution = event.workflow_execution_id if event.is_task else event.id
+    if execution and cache.redis is not None:
+        key = sender_key(cache.keyspace.base, mistral_url, execution)
+        cache.redis.run(lambda c: c.set(key, "1", ex=SENDER_TTL), "events sender")
 
 
 class RateLimit:
@@ -179,6 +188,8 @@ class Receiver:
         Redis acknowledged it (False: kept by the cache and replayed)."""
         tags = tags_for(event, self.mistral_url)
         acked = bool(self.cache.invalidate_tags(*tags))
+        if not missed:
+            mark_sender(self.cache, self.mistral_url, event)
         with self._lock:
             self.counts[f"events.{event.kind}"] += 0 if missed else 1
             self.counts["missed_events"] += 1 if missed else 0

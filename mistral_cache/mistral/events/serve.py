@@ -90,7 +90,7 @@ def serve(s: Settings, ready: threading.Event | None = None) -> int:
 
     running = build(s)
     server: Any = waitress.create_server(
-        running.receiver, listen=s.listen, threads=s.threads, max_request_body_size=s.max_body,
+        running.receiver, listen=s.listen, threads=s.threads, max_request_body_size=2 * s.max_body,  # beyond: waitress refuses it
         ident="mistral-cache-events", clear_untrusted_proxy_headers=True, channel_timeout=30,
     )
     host, port = server.effective_host, server.effective_port

@@ -1,0 +1,76 @@
+"""The publisher plugin: Mistral's notifier invalidates straight into Redis, no HTTP hop.
+
+Registered under the stevedore namespace ``mistral.notification.publishers`` as
+``mistral_cache``; operators add ``{"type": "mistral_cache"}`` to ``[notifier]
+notify`` and install ``mistral-cache[events]`` into Mistral's environment. Its
+settings come from its own file on the Mistral host (never from ``notify``
+params, which every reader of an execution sees): ``$MISTRAL_CACHE_PUBLISHER_CONFIG``
+or ``/etc/mistral/mistral-cache.conf``::
+
+    [publisher]
+    redis_url = redis://10.0.0.5:6379/0
+    namespace = mistral
+    mistral_url = http://mistral.internal:8989/v2   ; exactly as the clients spell it
+
+The mapping is the receiver's (:func:`.mapping.tags_for`); a malformed event is
+logged and ignored (the engine must not fail a workflow over its cache).
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+import threading
+from typing import Any
+
+from ...cache import Cache
+from ...policies import Timeouts
+from .lease import PLUGIN_TYPE, LeaseKeeper
+from .mapping import EventError, parse_event, tags_for
+from .receiver import mark_sender
+
+__all__ = ["DEFAULT_CONFIG", "Publisher"]
+
+log = logging.getLogger("mistral_cache.mistral.events")
+
+DEFAULT_CONFIG = "/etc/mistral/mistral-cache.conf"
+
+
+class Publisher:
+    """``publish(ctx, ex_id, data, event, timestamp, **kwargs)``, as Mistral calls it."""
+
+    def __init__(self, config: str | None = None) -> None:
+        path = config or os.environ.get("MISTRAL_CACHE_PUBLISHER_CONFIG") or DEFAULT_CONFIG
+        parser = configparser.ConfigParser()
+        if not parser.read(path):
+            raise RuntimeError(f"mistral_cache publisher: cannot read {path}")
+        section = parser["publisher"]
+        self.mistral_url = section["mistral_url"].rstrip("/")
+        self.cache = Cache(section["redis_url"], namespace=section.get("namespace", "default"), local=None,
+                           lock=None, refresh=None, timeouts=Timeouts(socket=0.25, connect=0.25))
+        self.counts: dict[str, int] = {}
+        self._lease: LeaseKeeper | None = None
+        self._lock = threading.Lock()
+
+    def _ensure_lease(self) -> None:
+        if self._lease is None:
+            with self._lock:
+                if self._lease is None:
+                    self._lease = LeaseKeeper(self.cache, self.mistral_url, (f"{PLUGIN_TYPE}:",)).start()
+
+    def publish(self, ctx: Any, ex_id: Any, data: Any, event: Any, timestamp: Any, **kwargs: Any) -> None:
+        self._ensure_lease()
+        try:
+            ev = parse_event(data, event)
+        except EventError as exc:
+            log.warning("mistral_cache publisher: ignored event %s of %s: %s", str(event)[:40], ex_id, exc)
+            self.counts["rejected"] = self.counts.get("rejected", 0) + 1
+            return
+        self.cache.invalidate_tags(*tags_for(ev, self.mistral_url))
+        mark_sender(self.cache, self.mistral_url, ev)
+        self.counts[ev.kind] = self.counts.get(ev.kind, 0) + 1
+
+    def close(self) -> None:
+        if self._lease is not None:
+            self._lease.stop()

@@ -1,0 +1,298 @@
+"""Event-driven invalidation against a REAL Mistral whose notifier posts to a REAL
+receiver (``mistral-cache events serve``, started by the fixtures on a free port),
+with real Redis and real poller processes (README, "Mistral events")."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import redis
+import requests
+
+from mistral_cache import Cache
+from mistral_cache.mistral import CachedMistralClient, scope_for
+from mistral_cache.mistral.events.lease import lease_tag
+
+WF = """
+version: '2.0'
+ev_steps:
+  tasks:
+    t1:
+      action: std.sleep seconds=1
+      on-success: t2
+    t2:
+      action: std.sleep seconds=4
+      on-success: t3
+    t3:
+      action: std.noop
+"""
+
+POLLER = r"""
+import json, sys, time
+from mistral_cache import Cache
+from mistral_cache.mistral import CachedMistralClient
+url, redis_url, ns, ex_id, seconds = sys.argv[1:6]
+client = CachedMistralClient(mistral_url=url, cache=Cache(redis_url, namespace=ns))
+session = client.http_client.session
+upstream, original = [], session.request
+def counting(method, u, **kw):
+    upstream.append(time.time())
+    return original(method, u, **kw)
+session.request = counting
+seen, last, done_at, end = [], {}, None, time.time() + float(seconds)
+while time.time() < end:
+    t = time.time()
+    values = {"ex": client.executions.get(ex_id).state,
+              "tasks": sorted([x.name, x.state] for x in client.tasks.list(workflow_execution_id=ex_id))}
+    for k, v in values.items():
+        if last.get(k) != v:
+            last[k] = v
+            seen.append([t, k, v])
+    if values["ex"] == "SUCCESS":
+        done_at = done_at or t
+        if t - done_at > 0.5:
+            break
+    time.sleep(0.02)
+print(json.dumps({"seen": seen, "upstream": upstream}))
+"""
+
+
+def _post(setup, body, token=None, data=None, path="/events", method="POST"):
+    headers = {} if token is False else {"Authorization": f"Bearer {token or setup.token}"}
+    return requests.request(method, f"http://127.0.0.1:{setup.port}{path}", json=body if data is None else None,
+                            data=data, headers=headers, timeout=5)
+
+
+def _tag_counters(r, ns):
+    return {k: r.get(k) for k in r.scan_iter(f"mc:{ns}:t:*", count=1000)}
+
+
+def _client(setup, **kw):
+    return CachedMistralClient(mistral_url=setup.url, cache=Cache(setup.redis_url, namespace=setup.namespace), **kw)
+
+
+def _count_upstream(client):
+    session = client.http_client.session
+    calls, original = [], session.request
+
+    def counting(method, url, **kw):
+        calls.append(time.time())
+        return original(method, url, **kw)
+
+    session.request = counting
+    return calls
+
+
+def _wait_state(client, ex_id, states=("SUCCESS", "ERROR"), timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.executions.get(ex_id).state
+        if state in states:
+            return state
+        time.sleep(0.05)
+    pytest.fail(f"execution {ex_id} still not in {states} after {timeout}s")
+
+
+def _entry_pttl(r, client, manager, method, *args, **kwargs):
+    key = client.cache.keyspace.entry(getattr(client, manager).cache_key(method, *args, **kwargs))
+    return r.pttl(key)
+
+
+@pytest.fixture(scope="module")
+def wf(mistral_client_events):
+    try:
+        mistral_client_events.workflows.create(WF)
+    except Exception:
+        mistral_client_events.workflows.update(WF)
+    return "ev_steps"
+
+
+@pytest.fixture(scope="module")
+def rcli(events_setup):
+    return redis.Redis.from_url(events_setup.redis_url)
+
+
+def test_bad_requests_get_4xx_and_change_nothing(events_setup, receiver, rcli):
+    s = events_setup
+    valid = {"event": "WORKFLOW_SUCCEEDED", "id": "e" * 8, "project_id": "<default-project>", "state": "SUCCESS"}
+    before = _tag_counters(rcli, s.namespace)
+    cases = [
+        (_post(s, valid, token=False), 401),
+        (_post(s, valid, token="x" * 43), 401),
+        (_post(s, valid, token=s.token + "x"), 401),
+        (_post(s, None, data=b"{not json"), 400),
+        (_post(s, None, data=b"\xff\xfe garbage"), 400),
+        (_post(s, None, data=json.dumps({**valid, "pad": "x" * (300 * 1024)}).encode()), 413),
+        (_post(s, None, data=b"x" * (4 << 20)), 413),  # refused by the server before the app
+        (_post(s, {**valid, "event": "WORKFLOW_EXPLODED"}), 422),
+        (_post(s, {k: v for k, v in valid.items() if k != "id"}), 422),
+        (_post(s, {k: v for k, v in valid.items() if k != "project_id"}), 422),
+        (_post(s, {**valid, "event": "TASK_SUCCEEDED"}), 422),  # a task event without its execution
+        (_post(s, {**valid, "id": "a|b"}), 422),
+        (_post(s, [valid]), 422),
+        (_post(s, valid, method="GET"), 405),
+        (_post(s, valid, path="/other"), 404),
+    ]
+    for resp, status in cases:
+        assert resp.status_code == status, (resp.status_code, resp.text)
+        assert "error" in resp.text.lower() or "too large" in resp.text.lower()  # a clear message
+    assert _tag_counters(rcli, s.namespace) == before  # nothing invalidated
+    counts = receiver.health()["counts"]
+    assert counts["rejected.auth"] >= 3 and counts["rejected.size"] >= 1 and counts["rejected.event"] >= 6
+    # The right token and a well-formed event: tags bumped, and never a value written.
+    entries = sorted(rcli.scan_iter(f"mc:{s.namespace}:k:*", count=1000))
+    assert _post(s, valid).status_code == 202
+    assert _tag_counters(rcli, s.namespace) != before
+    assert sorted(rcli.scan_iter(f"mc:{s.namespace}:k:*", count=1000)) == entries
+
+
+def test_pollers_see_every_change_without_polling_upstream(events_setup, receiver, wf, mistral_client_events, rcli):
+    s, plain = events_setup, mistral_client_events
+    ex = plain.executions.create(wf)
+    pollers = [subprocess.Popen([sys.executable, "-c", POLLER, s.url, s.redis_url, s.namespace, ex.id, "30"],
+                                stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    truth, stop = [], threading.Event()
+
+    def sample():  # the ground truth: the plain client every 20 ms
+        last = {}
+        while not stop.is_set():
+            t = time.time()
+            values = {"ex": plain.executions.get(ex.id).state,
+                      "tasks": sorted([x.name, x.state] for x in plain.tasks.list(workflow_execution_id=ex.id))}
+            for k, v in values.items():
+                if last.get(k) != v:
+                    last[k] = v
+                    truth.append([t, k, v])
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    # A RUNNING execution read through the facade is cached with the event-backed TTL.
+    client = _client(s)
+    time.sleep(0.5)
+    assert client.executions.get(ex.id).state == "RUNNING"
+    assert _entry_pttl(rcli, client, "executions", "get", ex.id) > 60_000
+    results = [json.loads(p.communicate(timeout=60)[0]) for p in pollers]
+    stop.set()
+    sampler.join(5)
+    changes = [c for i, c in enumerate(truth)
+               if not any(d[1] == c[1] and 0 < d[0] - c[0] < 0.3 for d in truth[i + 1:])]  # lasting values
+    assert len(changes) >= 5, truth
+    times = sorted(c[0] for c in truth)
+    for result in results:
+        started = result["seen"][0][0]  # judge the changes made once the poller runs
+        for t_true, kind, value in changes:
+            if t_true < started:
+                continue
+            first = [t for t, k, v in result["seen"] if k == kind and v == value]
+            assert first, f"a poller never saw {kind}={value}"
+            assert first[0] - t_true < 0.5, f"{kind}={value} seen {first[0] - t_true:.2f}s after it changed"
+        # Between changes (t2 sleeps 4 s), no upstream request at all: the 2 s state rule would make some.
+        for a, b in zip(times, times[1:]):
+            if b - a > 2.5:
+                quiet = [t for t in result["upstream"] if a + 0.6 < t < b - 0.1]
+                assert not quiet, f"{len(quiet)} upstream requests in a {b - a:.1f}s window without a change"
+    total = sum(len(r["upstream"]) for r in results)
+    assert total <= 2 * 1.5 * len(truth) + 4, (total, len(truth))
+
+
+def test_two_projects_invalidate_only_their_own_scope(events_setup, receiver, wf, mistral_client_events, rcli):
+    s = events_setup
+    ex = mistral_client_events.executions.create(wf)
+    _wait_state(mistral_client_events, ex.id)
+    a, b = _client(s, scope="proj-a"), _client(s, scope="proj-b")
+    calls_a, calls_b = _count_upstream(a), _count_upstream(b)
+    a.executions.get(ex.id), b.executions.get(ex.id)
+    a.executions.get(ex.id), b.executions.get(ex.id)
+    assert (len(calls_a), len(calls_b)) == (1, 1)
+    admin_tag = f"mc:{s.namespace}:t:{scope_for('proj-a', s.url, admin=True)}|executions|id:{ex.id}"
+    before_admin = rcli.get(admin_tag)
+    resp = _post(s, {"event": "WORKFLOW_SUCCEEDED", "id": ex.id, "project_id": "proj-a", "state": "SUCCESS"})
+    assert resp.status_code == 202
+    assert set(resp.json()) == {"event", "id", "acknowledged"}  # nothing of anyone's data in the answer
+    time.sleep(0.05)
+    a.executions.get(ex.id), b.executions.get(ex.id)
+    assert (len(calls_a), len(calls_b)) == (2, 1)  # A refetched, B still served from its scope
+    assert rcli.get(admin_tag) != before_admin  # and the admins' scope was invalidated too
+
+
+def test_receiver_killed_lease_lapses_then_new_epoch(events_setup, receiver, wf, mistral_client_events, rcli):
+    s, plain = events_setup, mistral_client_events
+    epoch = receiver.health()["lease"]["epoch"]
+    client = _client(s)
+    calls = _count_upstream(client)
+    ex = plain.executions.create(wf)
+    time.sleep(0.5)
+    assert client.executions.get(ex.id).state == "RUNNING"
+    assert _entry_pttl(rcli, client, "executions", "get", ex.id) > 60_000
+    n = len(calls)
+    receiver.kill()
+    killed = time.monotonic()
+    try:
+        # Within the state rule's 2 s, the entry written under the dead epoch is gone...
+        time.sleep(max(0.0, killed + 1.9 - time.monotonic()))
+        assert client.executions.get(ex.id).state == "RUNNING"
+        assert len(calls) == n + 1
+        # ...and entries written now keep the state rules.
+        assert 0 < _entry_pttl(rcli, client, "executions", "get", ex.id) <= 2_000
+    finally:
+        receiver.start("--reconcile", "2")
+    assert receiver.health()["lease"]["epoch"] != epoch
+    # A new epoch: events flow again, long TTLs come back, the end is seen at once.
+    deadline = time.monotonic() + 3
+    while client.events is not None and not client.events.live() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.invalidate(f"executions|id:{ex.id}")
+    assert client.executions.get(ex.id).state == "RUNNING"
+    assert _entry_pttl(rcli, client, "executions", "get", ex.id) > 60_000
+    done = _wait_state(plain, ex.id)
+    t_done = time.monotonic()
+    while client.executions.get(ex.id).state != done:
+        assert time.monotonic() - t_done < 0.5, "the final state was not pushed after the restart"
+        time.sleep(0.02)
+
+
+def test_lost_events_are_reconciled_and_counted(events_setup, receiver, wf, mistral_client_events):
+    s, plain = events_setup, mistral_client_events
+    receiver.stop()
+    receiver.start("--reconcile", "1", "--discard", "1")
+    try:
+        client = _client(s)
+        ex = plain.executions.create(wf)
+        time.sleep(0.3)
+        assert client.executions.get(ex.id).state == "RUNNING"
+        done = _wait_state(plain, ex.id)
+        t_done = time.monotonic()
+        while client.executions.get(ex.id).state != done:
+            assert time.monotonic() - t_done < 1 + 1.5, "a lost event was not reconciled within the interval"
+            time.sleep(0.05)
+        counts = receiver.health()["counts"]
+        assert counts.get("discarded", 0) >= 1 and counts.get("missed_events", 0) >= 1
+    finally:
+        receiver.stop()
+        receiver.start("--reconcile", "2")
+
+
+def test_publisher_plugin_through_stevedore(events_setup, tmp_path, rcli):
+    from stevedore import driver
+
+    s = events_setup
+    conf = tmp_path / "mistral-cache.conf"
+    conf.write_text(f"[publisher]\nredis_url = {s.redis_url}\nnamespace = {s.namespace}\nmistral_url = {s.url}\n")
+    os.environ["MISTRAL_CACHE_PUBLISHER_CONFIG"] = str(conf)
+    try:
+        publisher = driver.DriverManager("mistral.notification.publishers", "mistral_cache", invoke_on_load=True).driver
+    finally:
+        del os.environ["MISTRAL_CACHE_PUBLISHER_CONFIG"]
+    tag = f"mc:{s.namespace}:t:{scope_for('proj-p', s.url)}|tasks|list|wx:wx1"
+    before = rcli.get(tag)
+    publisher.publish(None, "wx1", {"id": "t1", "project_id": "proj-p", "workflow_execution_id": "wx1"},
+                      "TASK_SUCCEEDED", None)
+    assert rcli.get(tag) != before
+    publisher.publish(None, "wx1", {"id": "t1"}, "TASK_SUCCEEDED", None)  # malformed: ignored, counted
+    assert publisher.counts == {"TASK_SUCCEEDED": 1, "rejected": 1}
+    publisher.close()
