@@ -15,7 +15,6 @@ import requests
 
 from mistral_cache import Cache
 from mistral_cache.mistral import CachedMistralClient, scope_for
-from mistral_cache.mistral.events.lease import lease_tag
 
 WF = """
 version: '2.0'
