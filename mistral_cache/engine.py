@@ -2,7 +2,7 @@
 
 :meth:`Engine.flow` decides what to do and yields the I/O it needs (see
 :mod:`.flow`); the wrappers drive it with blocking calls or with ``await``. It is
-composed of small steps, each a sub-generator over one :class:`_Attempt`:
+composed of small steps, each a sub-generator over one :class:`Attempt`:
 
 - :meth:`~Engine._read`: the entry and its generations (and, when this process's
   own value has expired, the lock, in the same round trip); a fresh entry is a hit;
@@ -13,7 +13,7 @@ composed of small steps, each a sub-generator over one :class:`_Attempt`:
   computing), the lock's release and the announcement, in one round trip.
 
 It is longer than the project's 400-line aim on purpose: the steps share one
-:class:`_Attempt` and their order is the cache's correctness argument, which
+:class:`Attempt` and their order is the cache's correctness argument, which
 reads best in one place.
 """
 
@@ -45,7 +45,7 @@ from .stampede import soft_deadline, xfetch_due
 from .tiers.local import LocalEntry, approx_size
 from .tiers.redis import FAILED, MAX_ENTRY_TTL, Op
 
-__all__ = ["Engine", "Mode"]
+__all__ = ["Attempt", "Engine", "Mode"]
 
 log = logging.getLogger("mistral_cache")
 
@@ -59,11 +59,12 @@ class Mode(enum.Enum):
     REFRESH = "refresh"  # fn.refresh(): recompute and overwrite
 
 
-class _Attempt:
-    """The state one flow carries from step to step."""
+class Attempt:
+    """The state one flow carries from step to step (built by :meth:`Engine.attempt`)."""
 
     __slots__ = ("key", "args", "kwargs", "mode", "held", "background", "started", "since", "tags", "entry_key",
-                 "lock_key", "gen_keys", "gens", "raw", "expected", "current", "stale", "token", "locked", "prev")
+                 "lock_key", "gen_keys", "gens", "raw", "expected", "current", "stale", "token", "locked", "prev",
+                 "first", "read_at")
 
     since: int
     tags: tuple[str, ...]
@@ -84,6 +85,8 @@ class _Attempt:
         self.token: bytes | None = None
         self.locked = False
         self.prev: Envelope | None = None  # the latest entry seen, fresh or not: a TTL policy learns from its meta
+        self.first: Any = None  # a plain read the wrappers did before the flow (pre_read), and when
+        self.read_at = 0.0
 
     def keeping(self) -> Any:
         """What an early refresher hands out while another caller refreshes."""
@@ -193,9 +196,9 @@ class Engine:
         return NO_VALUE, Mode.MISS, entry
 
     # -- the flow ---------------------------------------------------------
-    def flow(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None) -> Flow:
+    def attempt(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None) -> Attempt:
         rt = self.runtime
-        a = _Attempt(key, args, kwargs, mode, held)
+        a = Attempt(key, args, kwargs, mode, held)
         a.since = self.local.begin() if self.local is not None else 0
         a.tags = self.tags(args, kwargs)
         ks = rt.keyspace
@@ -203,6 +206,39 @@ class Engine:
         a.gen_keys = [ks.generation, *(ks.tag(t) for t in a.tags)]
         if held is not None and rt.timer() < held.stale_until:
             a.stale = held.value
+        return a
+
+    # -- the Redis-hit fast path --------------------------------------------
+    def reads_plainly(self, mode: Mode | None, held: LocalEntry | None) -> bool:
+        """Whether the flow would start with a plain read (not read-and-lock): then the
+        wrappers may do that read themselves, outside the generator (see :meth:`pre_read`)."""
+        return (self.redis is not None and mode is Mode.MISS
+                and (self.lock is None or held is None or self.runtime.timer() < held.created_at + held.ttl))
+
+    def pre_read(self, a: Attempt, res: Any, read_at: float) -> Any:
+        """Judge a plain read done outside the flow: the value on a clean Redis hit
+        (the common case, so it pays for no generator, driver or flight), else
+        NO_VALUE, and ``a`` carries the read into :meth:`flow` (no second round trip)."""
+        a.first, a.read_at = res, read_at
+        if res is FAILED:
+            return NO_VALUE
+        a.raw, a.gens = res[0], generations(res[1:])
+        a.expected = write_id(a.raw)
+        env = a.prev = self._decode(a.raw, a.gens, a)  # decoded once: the flow takes it from here
+        if env is None:
+            return NO_VALUE
+        now = max(self.runtime.timer(), read_at)
+        refresh = self.refresh
+        if now < env.expires_at and not (refresh is not None and xfetch_due(now, env.expires_at, env.compute_time, refresh.beta)):
+            return self._hit(a, env)
+        return NO_VALUE
+
+    def flow(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None,
+             a: Attempt | None = None) -> Flow:
+        """``a``: an attempt whose plain read was done already (:meth:`pre_read`)."""
+        rt = self.runtime
+        if a is None:
+            a = self.attempt(key, args, kwargs, mode, held)
         if self.redis is not None:
             rt.ensure_listener()
             done, value = yield from self._read(a)
@@ -226,7 +262,7 @@ class Engine:
         self.stats.latency["miss"].add(time.perf_counter() - a.started)
         return value
 
-    def _read(self, a: _Attempt) -> Flow:
+    def _read(self, a: Attempt) -> Flow:
         """(done, value): a hit, a value to keep serving, or (False, None) to go on."""
         rt, lock = self.runtime, self.lock
         assert self.redis is not None
@@ -234,9 +270,10 @@ class Engine:
         # probably expired too: read it and take the lock in one round trip, so the
         # miss costs two. Otherwise (never seen here, or only local_ttl ran out)
         # it is probably a Redis hit, which a plain MGET serves fastest.
-        read_at = rt.timer()
         held = a.held
-        if lock is not None and a.mode is Mode.MISS and held is not None and read_at >= held.created_at + held.ttl:
+        if a.first is not None:  # read by the wrappers already
+            res, read_at = a.first, a.read_at
+        elif lock is not None and a.mode is Mode.MISS and held is not None and (read_at := rt.timer()) >= held.created_at + held.ttl:
             token = os.urandom(16)
             res = yield from self._lock_call(self.redis.read_or_acquire(
                 a.lock_key, token, int(lock.timeout * 1000), read_at, [a.entry_key, *a.gen_keys]), a.lock_key, token)
@@ -244,12 +281,15 @@ class Engine:
                 a.locked, res = res[0] == 1, res[1:]
             a.token = token if a.locked else None
         else:
+            read_at = rt.timer()
             res = yield RedisCall(self.redis.read([a.entry_key, *a.gen_keys]), "read")
         if res is FAILED:
             return False, None
-        a.raw, a.gens = res[0], generations(res[1:])
-        a.expected = write_id(a.raw)
-        env = a.prev = self._decode(a.raw, a.gens, a)
+        if a.first is None:
+            a.raw, a.gens = res[0], generations(res[1:])
+            a.expected = write_id(a.raw)
+            a.prev = self._decode(a.raw, a.gens, a)
+        env = a.prev
         now = max(rt.timer(), read_at)  # a clock stepping back must not undo what the script judged
         refresh = self.refresh
         if env is not None:
@@ -274,7 +314,7 @@ class Engine:
             return True, a.keeping()
         return False, None
 
-    def _lock(self, a: _Attempt) -> Flow:
+    def _lock(self, a: Attempt) -> Flow:
         """Take the Redis lock (re-reading the entry in the same script), or wait for
         the holder's value. (done, value) as :meth:`_read`."""
         lock = self.lock
@@ -308,7 +348,7 @@ class Engine:
             return True, a.keeping()
         return (yield from self._wait(a, lock))
 
-    def _wait(self, a: _Attempt, lock: RedisLock) -> Flow:
+    def _wait(self, a: Attempt, lock: RedisLock) -> Flow:
         """Another process computes: poll the key (bounded, backing off) for its value,
         take over if its lock goes away, compute ourselves after ``lock.wait``."""
         assert self.redis is not None
@@ -342,7 +382,7 @@ class Engine:
                 log.warning("%s: lock wait over %.1fs; computing without the lock", self.name, lock.wait)
                 return False, None
 
-    def _compute(self, a: _Attempt) -> Flow:
+    def _compute(self, a: Attempt) -> Flow:
         """(done, value, compute time): the function's value to store, or (True, a
         value kept or served stale) after it failed."""
         t0 = time.perf_counter()
@@ -377,7 +417,7 @@ class Engine:
             self.stats.misses += 1
         return False, value, time.perf_counter() - t0
 
-    def _store(self, a: _Attempt, value: Any, compute_time: float) -> Flow:
+    def _store(self, a: Attempt, value: Any, compute_time: float) -> Flow:
         rt, redis = self.runtime, self.redis
         key, token = a.key, a.token
         cacheable = self.should_cache is None or self.should_cache(value)
@@ -424,13 +464,13 @@ class Engine:
                 size = approx_size(value)
             self._fill(key, value, now, ttl, compute_time, a.tags, a.since, size)
 
-    def _hit(self, a: _Attempt, env: Envelope) -> Any:
+    def _hit(self, a: Attempt, env: Envelope) -> Any:
         self._fill(a.key, env.value, env.created_at, env.ttl, env.compute_time, a.tags, a.since, 1)
         self.stats.redis_hits += 1
         self.stats.latency["redis_hit"].add(time.perf_counter() - a.started)
         return env.value
 
-    def _decode(self, raw: bytes | None, gens: list[str], a: _Attempt) -> Envelope | None:
+    def _decode(self, raw: bytes | None, gens: list[str], a: Attempt) -> Envelope | None:
         """The entry, or None for a miss: absent, unreadable, a tombstone, computed
         under other generations, or older than an invalidation Redis has not yet
         acknowledged (this process must not serve what it asked to drop)."""

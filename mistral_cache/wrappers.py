@@ -72,7 +72,7 @@ class Driver:
             self._flight_timeout(key)
             flight = Flight()  # compute ourselves, outside the stuck flight
         try:
-            value = self.drive(engine.flow(key, args, kwargs, mode, held), args, kwargs)
+            value = self._lead(key, args, kwargs, mode, held)
         except BaseException as exc:
             flight.finish(error=exc)
             raise
@@ -81,6 +81,23 @@ class Driver:
             return value
         finally:
             flights.leave(key, flight)
+
+    def _lead(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None) -> Any:
+        """The flight's leader: the Redis hit without the generator's machinery when the
+        flow would start with a plain read anyway; otherwise, or on anything but a clean
+        hit, the flow (handed that read: no second round trip)."""
+        engine = self.engine
+        a = None
+        if engine.reads_plainly(mode, held):
+            redis = engine.redis
+            assert redis is not None
+            a = engine.attempt(key, args, kwargs, mode, held)
+            self.runtime.ensure_listener()
+            read_at = self.runtime.timer()
+            value = engine.pre_read(a, redis.run(redis.read([a.entry_key, *a.gen_keys]), "read"), read_at)
+            if value is not NO_VALUE:
+                return value
+        return self.drive(engine.flow(key, args, kwargs, mode, held, a), args, kwargs)
 
     def drive(self, flow: Flow, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
         engine, runtime, kw = self.engine, self.runtime, kwargs or {}
@@ -141,7 +158,7 @@ class Driver:
                 self._flight_timeout(key)
                 future = asyncio.get_running_loop().create_future()
         try:
-            value = await self.adrive(engine.flow(key, args, kwargs, mode, held), args, kwargs)
+            value = await self._alead(key, args, kwargs, mode, held)
         except BaseException as exc:
             if not future.done():
                 # A cancelled leader must not cancel the callers waiting on it.
@@ -154,6 +171,20 @@ class Driver:
             return value
         finally:
             flights.aleave(key, future)
+
+    async def _alead(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None) -> Any:
+        engine = self.engine
+        a = None
+        if engine.reads_plainly(mode, held):  # as in _lead
+            redis = engine.redis
+            assert redis is not None
+            a = engine.attempt(key, args, kwargs, mode, held)
+            self.runtime.ensure_listener()
+            read_at = self.runtime.timer()
+            value = engine.pre_read(a, await redis.arun(redis.read([a.entry_key, *a.gen_keys]), "read"), read_at)
+            if value is not NO_VALUE:
+                return value
+        return await self.adrive(engine.flow(key, args, kwargs, mode, held, a), args, kwargs)
 
     async def adrive(self, flow: Flow, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
         engine, runtime, kw = self.engine, self.runtime, kwargs or {}
