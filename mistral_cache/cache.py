@@ -59,7 +59,8 @@ class Cache:
                 raise ConfigurationError(f"{name} must be a {kind.__name__} or None, got {value!r}")
         self.namespace = namespace
         codec = codec or Codec()
-        local_tier = LocalTier(local.maxsize, max_bytes=local.max_bytes) if local is not None and (local.maxsize or local.max_bytes) else None
+        local_tier = (LocalTier(local.maxsize, max_bytes=local.max_bytes, admission=local.admission)
+                      if local is not None and (local.maxsize or local.max_bytes) else None)
         sync_client, async_client = _clients(redis)
         tier: RedisTier | None = None
         if redis_url is not None or redis is not None:

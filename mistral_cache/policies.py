@@ -100,18 +100,25 @@ class Local:
     """The in-process tier: ``maxsize`` entries (and about ``max_bytes`` of values:
     None for the tier's default bound, 0 for none), each served at most ``ttl``
     seconds before Redis is asked again (None: until the entry's own TTL), and kept
-    coherent with other processes over pub/sub when ``coherence`` is on."""
+    coherent with other processes over pub/sub when ``coherence`` is on.
+    ``admission="tinylfu"`` lets a new key evict the LRU victim only if it was asked
+    for more often lately (scan- and long-tail-resistant; None: plain LRU)."""
 
     maxsize: int = 4096
     max_bytes: int | None = None
     ttl: float | None = 60.0
     coherence: bool = True
+    admission: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.maxsize, int) or isinstance(self.maxsize, bool) or self.maxsize < 0:
             raise ConfigurationError(f"Local.maxsize must be an int >= 0, got {self.maxsize!r}")
         if self.max_bytes is not None and (not isinstance(self.max_bytes, int) or self.max_bytes < 0):
             raise ConfigurationError(f"Local.max_bytes must be an int >= 0 or None, got {self.max_bytes!r}")
+        from .tiers.admission import ADMISSIONS  # here: the settings module imports no tier at load
+
+        if self.admission is not None and self.admission not in ADMISSIONS:
+            raise ConfigurationError(f"Local.admission must be None or one of {ADMISSIONS}, got {self.admission!r}")
         object.__setattr__(self, "ttl", seconds(self.ttl, "Local.ttl") or None)
 
 
