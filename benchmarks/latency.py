@@ -1,6 +1,11 @@
 """Scenario 1: latency per path (local hit, Redis hit, miss), median and p99, against
 baselines (plain call, ``cachetools.cached(LRUCache)``, bare redis-py GET + json.loads)
-and peers (dogpile.cache, cashews, aiocache; memory and Redis backends), same run."""
+and peers (dogpile.cache, cashews, aiocache; memory and Redis backends), same run.
+
+Beside the times, the Redis round trips each path takes (redis-py clients only: this
+library, bare redis-py, dogpile.cache), counted in a separate, untimed pass by a
+connection class that counts its sends (a pipeline is one send), as
+``tests/test_redis_tier.py`` does."""
 
 from __future__ import annotations
 
@@ -128,6 +133,91 @@ def _dogpile(env: Env, rows: list[dict[str, Any]], n_local: int, n_redis: int, n
     _store(rows, "dogpile.cache redis", "miss", time_calls(lambda i: fr(10**6 + i), n_miss, warmup=0), "peer")
 
 
+TRIPS_CALLS = 5
+"""Calls averaged per path when counting round trips."""
+
+
+def _counting_pool(url: str) -> tuple[Any, Callable[[], int]]:
+    """A redis-py pool whose connections count their sends, and a reader of the count."""
+    import redis
+
+    class Counting(redis.Connection):
+        sends = 0
+
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            type(self).sends += 1
+            super().send_packed_command(command, check_health)
+
+    return redis.ConnectionPool.from_url(url, connection_class=Counting), lambda: Counting.sends
+
+
+def _trips(count: Callable[[], int], call: Callable[[int], Any], keys: list[int]) -> float:
+    """Mean sends per call of ``call`` over ``keys``."""
+    before = count()
+    for k in keys:
+        call(k)
+    return round((count() - before) / len(keys), 2)
+
+
+def round_trips(env: Env) -> dict[str, dict[str, float]]:
+    """lib -> path -> Redis round trips per call, for the paths the latency table times
+    (the miss as timed: a new key on a warm cache), plus this library's miss on a key
+    it held past its TTL, and its first call in a fresh process's cache."""
+    import redis
+
+    from mistral_cache import Cache, Clock
+
+    out: dict[str, dict[str, float]] = {}
+    new = list(range(10**6, 10**6 + TRIPS_CALLS))
+    pool, count = _counting_pool(env.redis_url)
+    now = [1_000_000.0]
+    clock = Clock(time=lambda: now[0])
+    two = Cache(redis=redis.Redis(connection_pool=pool), namespace=_ns(), local=Local(maxsize=4096, coherence=False),
+                refresh=None, clock=clock)
+    f2 = two.cached(ttl=600, key="lat:{x}")(_payload)
+    # The first call also connects (redis-py's handshake) and loads scripts.
+    ours = out["mistral_cache"] = {"first call (connect, scripts)": _trips(count, f2, [1])}
+    f2(1)
+    ours["local hit"] = _trips(count, lambda i: f2(1), new)
+    ours["miss"] = _trips(count, f2, new)
+    f2(2)
+    now[0] += 601  # past the TTL: Redis still holds the bytes, and this process held the values
+    f2(2)  # the first such miss loads the lock scripts: not counted
+    ours["miss (expired, held here)"] = _trips(count, f2, new)
+    remote = Cache(redis=redis.Redis(connection_pool=pool), namespace=_ns(), local=None, refresh=None)
+    fr = remote.cached(ttl=600, key="lat:{x}")(_payload)
+    fr(1)
+    ours["redis hit"] = _trips(count, lambda i: fr(1), new)
+    for c in (two, remote):
+        c.close()
+
+    client = redis.Redis(connection_pool=pool)
+    key = f"{_ns()}:bare"
+    client.set(key, json.dumps(_payload(1)))
+
+    def bare_miss(i: int) -> Any:
+        raw = client.get(f"{key}:{i}")
+        if raw is None:
+            client.set(f"{key}:{i}", json.dumps(_payload(i)), ex=600)
+        return raw
+
+    out["redis-py GET+json"] = {"redis hit": _trips(count, lambda i: client.get(key), new),
+                                "miss": _trips(count, bare_miss, new)}
+    if have("dogpile.cache"):
+        from dogpile.cache import make_region
+
+        prefix = _ns() + ":"
+        red = make_region(key_mangler=lambda k: prefix + k).configure(
+            "dogpile.cache.redis", expiration_time=600,
+            arguments={"connection_pool": pool, "redis_expiration_time": 1200},
+        )
+        fd = red.cache_on_arguments()(_payload)
+        fd(1)
+        out["dogpile.cache redis"] = {"redis hit": _trips(count, lambda i: fd(1), new), "miss": _trips(count, fd, new)}
+    pool.disconnect()
+    return out
+
+
 async def _apayload(x: Any) -> dict[str, Any]:
     return _payload(x)
 
@@ -201,7 +291,15 @@ def run(env: Env) -> dict[str, Any]:
                     env.say(f"\n  ! {label} failed: {errors[label]}")
     env.progress("done", total, total)
     rows = _merge(raw)
+    trips: dict[str, dict[str, float]] = {}
+    try:
+        trips = round_trips(env)
+    except Exception as exc:  # noqa: BLE001 - a count that fails must not sink the timings
+        errors["round trips"] = f"{type(exc).__name__}: {exc}"
+    for r in rows:
+        r["round_trips"] = 0.0 if r["lib"] in LOCAL_ONLY else trips.get(r["lib"], {}).get(r["path"])
     return {"rows": rows, "ratios": ratios(rows), "errors": errors, "rounds": ROUNDS, "pinned_cpu": cpu,
+            "round_trips": trips,
             "samples": {"local": n_local * ROUNDS, "redis": n_redis * ROUNDS, "miss": n_miss * ROUNDS}}
 
 
@@ -244,13 +342,14 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["library", "path", "median", "p99", "× baseline"]
+    head = ["library", "path", "median", "p99", "× baseline", "round trips"]
     body = []
     rat = result["ratios"]
     for r in result["rows"]:
         ratio = rat.get(r["lib"], {}).get(r["path"])
+        trips = r.get("round_trips")
         body.append([r["lib"], r["path"], fmt_us(r["median_us"]), fmt_us(r["p99_us"]),
-                     "-" if ratio is None else f"{ratio:.2f}"])
+                     "-" if ratio is None else f"{ratio:.2f}", "-" if trips is None else f"{trips:g}"])
     return head, body
 
 
@@ -301,6 +400,11 @@ def notes(result: dict[str, Any]) -> str:
     if trips is not None:
         lines.append(f"- mistral_cache miss: takes as long as about {trips:.1f} bare GET+json calls on top of the "
                      "function (the target: at most 2 Redis round trips).")
+    counted = result.get("round_trips", {}).get("mistral_cache")
+    if counted:
+        lines.append("- mistral_cache round trips counted (sends; a pipeline is one): "
+                     + ", ".join(f"{path} {n:g}" for path, n in counted.items())
+                     + ". Round trips are counted for redis-py clients only (cashews and aiocache: -).")
     peers = sorted({r["lib"] for r in rows if r["kind"] == "peer"})
     for path in ("local hit", "redis hit"):
         faster = [p for p in peers if rat.get(p, {}).get(path) is not None and ours.get(path) is not None
