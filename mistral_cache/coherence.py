@@ -95,7 +95,7 @@ def _parse(data: bytes | str) -> tuple[str, str, Any] | None:
     return sender, kind, payload.split(SEP) if kind == "t" else payload
 
 
-def apply(local: LocalTier, data: bytes | str, own: str, flights: SingleFlight | None = None) -> str | None:
+def apply(local: LocalTier | None, data: bytes | str, own: str, flights: SingleFlight | None = None) -> str | None:
     """Apply one announcement to a local tier (and to ``flights``: a computation in
     flight began before the invalidation, so later callers must not join it);
     returns its kind, None if not ours to apply, or :data:`IGNORED` if unreadable
@@ -110,18 +110,21 @@ def apply(local: LocalTier, data: bytes | str, own: str, flights: SingleFlight |
     if kind == "k":
         if not isinstance(payload, str):
             return IGNORED
-        local.delete(payload)
+        if local is not None:
+            local.delete(payload)
         if flights is not None:
             flights.forget(payload)
     elif kind == "t":
         if not isinstance(payload, list) or not all(isinstance(t, str) for t in payload):
             return IGNORED
         for i in range(0, len(payload), TAG_CHUNK):  # the lock is released between chunks
-            local.delete_tags(payload[i:i + TAG_CHUNK])
+            if local is not None:
+                local.delete_tags(payload[i:i + TAG_CHUNK])
         if flights is not None:
             flights.forget_all()  # flights do not know their tags: forget them all
     elif kind == "c":
-        local.clear()
+        if local is not None:
+            local.clear()
         if flights is not None:
             flights.forget_all()
     else:
@@ -136,7 +139,7 @@ class Listener:
         self,
         pubsub_factory: Callable[[], Any],
         channel: str,
-        local: LocalTier,
+        local: LocalTier | None,
         sender: str,
         *,
         on_event: Callable[[str], None] | None = None,
@@ -176,7 +179,8 @@ class Listener:
             thread.join(timeout=2)
 
     def _flush(self) -> None:
-        self.local.clear()
+        if self.local is not None:
+            self.local.clear()
         if self.flights is not None:
             self.flights.forget_all()
 
@@ -220,8 +224,9 @@ class Listener:
                         self.received += 1
                         if kind == IGNORED:
                             self.ignored += 1
-                        elif kind:
-                            self._event(kind)
+                        # Every message but a single key's (unreadable, unknown, our own
+                        # included) may stand for a counter bump: observers hear it too.
+                        self._event(kind or "?")
             except Exception as exc:  # any failure: resubscribe after a backoff
                 if self._stop.is_set():
                     break

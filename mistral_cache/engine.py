@@ -215,6 +215,26 @@ class Engine:
         return (self.redis is not None and mode is Mode.MISS
                 and (self.lock is None or held is None or self.runtime.timer() < held.created_at + held.ttl))
 
+    def first_read(self, a: Attempt) -> tuple[Op, list[Any] | None, int]:
+        """The fast path's read: one GET of the entry when the generations are held
+        (:mod:`.generations`), else the MGET of entry and generations, whose counter
+        values are then held. Returns (operation, held values, epoch before reading)."""
+        assert self.redis is not None
+        held = self.runtime.generations
+        values = held.lookup(a.gen_keys)
+        if values is not None:
+            return self.redis.get(a.entry_key), values, 0
+        return self.redis.read([a.entry_key, *a.gen_keys]), None, held.epoch()
+
+    def first_result(self, a: Attempt, res: Any, values: list[Any] | None, epoch: int) -> Any:
+        """:meth:`first_read`'s reply in the flow's shape: ``[entry, *generations]``."""
+        if res is FAILED:
+            return res
+        if values is not None:
+            return [res, *values]
+        self.runtime.generations.store(a.gen_keys, res[1:], epoch)
+        return res
+
     def pre_read(self, a: Attempt, res: Any, read_at: float) -> Any:
         """Judge a plain read done outside the flow: the value on a clean Redis hit
         (the common case, so it pays for no generator, driver or flight), else

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import coherence
 from .flow import Flow, RedisCall, returns
+from .generations import Generations
 from .observability.stats import Stats
 from .pending import Owed, Pending
 from .serializers import Codec
@@ -50,10 +51,12 @@ class Invalidator:
         timer: Callable[[], float],
         stats: Stats,
         kick: Callable[[], None],
+        generations: Generations,
     ) -> None:
         self.keyspace, self.codec, self.redis, self.local, self.flights = keyspace, codec, redis, local, flights
         self.sender, self.tombstone_ttl, self.timer, self.stats, self.kick = sender, tombstone_ttl, timer, stats, kick
         self.pending = Pending()
+        self.generations = generations
         self._wait_ms = self._replica_wait_ms(replica_wait, socket_timeout)
         self._unreplicated_logged = -math.inf
 
@@ -100,6 +103,7 @@ class Invalidator:
             self.flights.forget(key)
         else:
             self.flights.forget_all()  # a computation in flight may depend on these tags
+            self.generations.clear()  # and held counter values are about to be outdated
         if self.local is not None:
             if everything:
                 self.local.clear()
@@ -134,6 +138,8 @@ class Invalidator:
             ops.append(self._bump_op(list(owed.tags)))
         if owed.clear_at is not None:
             ops.append(self._bump_op(()))
+        if owed.tags or owed.clear_at is not None:
+            ops.append(lambda c: self.generations.clear())  # after the bumps: values read before them are old
         return sequence(ops)
 
     # -- what Redis has not acknowledged ------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 
 from . import coherence
 from .flow import Flow, RedisCall, Sleep, adrive, drive
+from .generations import Generations
 from .invalidation import Invalidator
 from .observability.stats import FunctionStats, Stats
 from .policies import EarlyRefresh, RedisLock, StaleIfError
@@ -71,10 +72,14 @@ class Runtime:
         self.timer, self.sleep = timer, sleep
         self.stats = Stats()  # counters that belong to no one function
         self.flights = SingleFlight()
+        #: Counter values held while the listener is subscribed (a Redis hit is then one GET).
+        self.generations = Generations()
         self.sender = os.urandom(6).hex()
         self.functions: weakref.WeakSet[Any] = weakref.WeakSet()
         self.listener: coherence.Listener | None = None
-        self._coherence = coherence_on and local is not None and redis is not None
+        # The listener keeps the local tier coherent, and lets a Redis hit trust held
+        # counter values (one GET, see generations.py): without a local tier it runs for that.
+        self._coherence = redis is not None and (local is None or coherence_on)
         self._keepers: dict[float, LockKeeper] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -83,7 +88,7 @@ class Runtime:
         self.invalidator = Invalidator(
             keyspace=self.keyspace, codec=codec, redis=redis, local=local, flights=self.flights, sender=self.sender,
             tombstone_ttl=settings.tombstone_ttl, replica_wait=replica_wait, socket_timeout=socket_timeout,
-            timer=timer, stats=self.stats, kick=self.kick,
+            timer=timer, stats=self.stats, kick=self.kick, generations=self.generations,
         )
         self.pending = self.invalidator.pending
         if redis is not None:
@@ -126,7 +131,7 @@ class Runtime:
         if listener is None:
             with self._init_lock:
                 if self.listener is None:
-                    assert self.redis is not None and self.local is not None
+                    assert self.redis is not None
                     tier = self.redis
                     self.listener = coherence.Listener(
                         lambda: tier.client().pubsub(), self.keyspace.channel, self.local, self.sender,
@@ -170,8 +175,14 @@ class Runtime:
             self._prober.kick()
 
     def _listener_event(self, kind: str) -> None:
-        if kind == "connected" and (self.pending.anything or (self.redis is not None and self.redis.breaker.state != CLOSED)):
-            self.kick()  # Redis answers again: recover now, not at the next timer
+        if kind == "connected":
+            self.generations.set_enabled(True)
+            if self.pending.anything or (self.redis is not None and self.redis.breaker.state != CLOSED):
+                self.kick()  # Redis answers again: recover now, not at the next timer
+        elif kind == "disconnected":
+            self.generations.set_enabled(False)
+        elif kind != "k":
+            self.generations.clear()  # a counter may have moved
 
     def _breaker_moved(self, old: str, new: str) -> None:
         if new == OPEN:
@@ -197,6 +208,7 @@ class Runtime:
         inherited local entries would miss every invalidation: drop them (and the
         in-flight table, whose lock a parent thread may have held at the fork)."""
         self.flights.after_fork()
+        self.generations.set_enabled(False)  # no listener runs in the child yet
         if self.local is not None:
             self.local.after_fork()
 

@@ -94,7 +94,8 @@ class Driver:
             a = engine.attempt(key, args, kwargs, mode, held)
             self.runtime.ensure_listener()
             read_at = self.runtime.timer()
-            value = engine.pre_read(a, redis.run(redis.read([a.entry_key, *a.gen_keys]), "read"), read_at)
+            op, values, epoch = engine.first_read(a)
+            value = engine.pre_read(a, engine.first_result(a, redis.run(op, "read"), values, epoch), read_at)
             if value is not NO_VALUE:
                 return value
         return self.drive(engine.flow(key, args, kwargs, mode, held, a), args, kwargs)
@@ -181,7 +182,8 @@ class Driver:
             a = engine.attempt(key, args, kwargs, mode, held)
             self.runtime.ensure_listener()
             read_at = self.runtime.timer()
-            value = engine.pre_read(a, await redis.arun(redis.read([a.entry_key, *a.gen_keys]), "read"), read_at)
+            op, values, epoch = engine.first_read(a)
+            value = engine.pre_read(a, engine.first_result(a, await redis.arun(op, "read"), values, epoch), read_at)
             if value is not NO_VALUE:
                 return value
         return await self.adrive(engine.flow(key, args, kwargs, mode, held, a), args, kwargs)

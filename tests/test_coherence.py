@@ -489,3 +489,37 @@ def test_forked_child_does_not_serve_inherited_local_entries(redis_url: str, nam
     finally:
         cache.close()
         up.close()
+
+
+def test_held_generations_follow_another_process_bumps(redis_url: str, namespace: str) -> None:
+    """A Redis hit reads only the entry once the counters are held (one GET); a tag
+    bump announced by another cache drops them, so the next read sees the bump."""
+    from mistral_cache import Local
+
+    source = {"v": 1}
+    reader = Cache(redis_url, namespace=namespace, local=None)
+    writer = Cache(redis_url, namespace=namespace, local=Local(coherence=False))
+    fr = reader.cached(ttl=60, key="hg:{x}", tags=["grp"])(lambda x: source["v"])
+    fw = writer.cached(ttl=60, key="hg:{x}", tags=["grp"])(lambda x: source["v"])
+    try:
+        reader.ensure_listener()
+        assert _poll_until(lambda: reader.stats()["coherence"]["connected"])
+        assert fr(1) == 1 and fr(1) == 1  # the second read: a Redis hit that stores the counters
+        assert reader.runtime.generations.lookup([reader.keyspace.generation, reader.keyspace.tag("grp")]) is not None
+        for v in range(2, 7):
+            source["v"] = v
+            assert writer.invalidate_tags("grp")
+            assert _poll_until(lambda v=v: fr(1) == v), f"held counters outlived the bump to version {v}"
+            assert fw(1) == v
+    finally:
+        reader.close()
+        writer.close()
+
+
+def _poll_until(predicate: Any, deadline: float = 2.0) -> bool:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False

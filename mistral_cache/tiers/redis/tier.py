@@ -371,6 +371,11 @@ class RedisTier:
 
         return op
 
+    @staticmethod
+    def get(key: str) -> Op:
+        """One entry, nothing else: the Redis hit when the generations are held locally."""
+        return lambda c: c.get(key)
+
     def read_or_acquire(self, lock_key: str, token: bytes, timeout_ms: int, now: float, keys: Sequence[str]) -> Op:
         """:meth:`read`, taking the lock in the same round trip when the entry is
         absent or expired at ``now``: ``[got, entry, *generations]``. On a cluster
