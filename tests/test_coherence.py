@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from mistral_cache import Cache, Local
+from mistral_cache.testing import seconds_until
 
 BOUND = 0.2  # documented listener delivery delay we allow (it is ~1 ms on loopback)
 DEADLINE = 5.0  # give up polling after this long: a failure, not a slow pass
@@ -494,8 +495,6 @@ def test_forked_child_does_not_serve_inherited_local_entries(redis_url: str, nam
 def test_held_generations_follow_another_process_bumps(redis_url: str, namespace: str) -> None:
     """A Redis hit reads only the entry once the counters are held (one GET); a tag
     bump announced by another cache drops them, so the next read sees the bump."""
-    from mistral_cache import Local
-
     source = {"v": 1}
     reader = Cache(redis_url, namespace=namespace, local=None)
     writer = Cache(redis_url, namespace=namespace, local=Local(coherence=False))
@@ -503,23 +502,14 @@ def test_held_generations_follow_another_process_bumps(redis_url: str, namespace
     fw = writer.cached(ttl=60, key="hg:{x}", tags=["grp"])(lambda x: source["v"])
     try:
         reader.ensure_listener()
-        assert _poll_until(lambda: reader.stats()["coherence"]["connected"])
+        assert seconds_until(lambda: reader.stats()["coherence"]["connected"], 2.0) is not None
         assert fr(1) == 1 and fr(1) == 1  # the second read: a Redis hit that stores the counters
         assert reader.runtime.generations.lookup([reader.keyspace.generation, reader.keyspace.tag("grp")]) is not None
         for v in range(2, 7):
             source["v"] = v
             assert writer.invalidate_tags("grp")
-            assert _poll_until(lambda v=v: fr(1) == v), f"held counters outlived the bump to version {v}"
+            assert seconds_until(lambda v=v: fr(1) == v, 2.0) is not None, f"held counters outlived the bump to version {v}"
             assert fw(1) == v
     finally:
         reader.close()
         writer.close()
-
-
-def _poll_until(predicate: Any, deadline: float = 2.0) -> bool:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return False

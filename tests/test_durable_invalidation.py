@@ -29,16 +29,7 @@ from mistral_cache import Cache, Clock, Local, RedisLock, TierUnavailable
 from mistral_cache.pending import RELEASE_GRACE, Pending
 from mistral_cache.resilience import CircuitBreaker
 from mistral_cache.serializers import FORMAT_VERSION, MAGIC
-from mistral_cache.testing import RedisServer
-
-
-def _poll(predicate: Any, deadline: float, step: float = 0.01) -> float | None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < deadline:
-        if predicate():
-            return time.monotonic() - t0
-        time.sleep(step)
-    return None
+from mistral_cache.testing import RedisServer, seconds_until
 
 
 @pytest.fixture
@@ -124,7 +115,7 @@ def test_invalidation_during_sigstop_is_replayed_when_redis_answers(own_redis: R
     probe = own_redis.client()
     try:
         assert fr(1) == {"x": 1, "v": 1} and fw(1) == {"x": 1, "v": 1}
-        assert _poll(lambda: reader.stats()["coherence"]["connected"], 5) is not None
+        assert seconds_until(lambda: reader.stats()["coherence"]["connected"], 5) is not None
         own_redis.pause()
         try:
             source["v"] = 2
@@ -136,7 +127,7 @@ def test_invalidation_during_sigstop_is_replayed_when_redis_answers(own_redis: R
             own_redis.resume()
         answered = time.monotonic()
         # The writer replays by itself (no further call): the entry becomes a tombstone.
-        replayed = _poll(lambda: not writer.pending.owed, 5)
+        replayed = seconds_until(lambda: not writer.pending.owed, 5)
         assert replayed is not None and time.monotonic() - answered < 1.0, writer.stats()["pending"]
         assert fr(1) == {"x": 1, "v": 2}, "the reader still served the old value after the replay"
         assert fw(1) == {"x": 1, "v": 2}
@@ -157,7 +148,7 @@ def test_breaker_open_invalidation_is_replayed_by_an_idle_process(own_redis: Red
                                    breaker=CircuitBreaker(failure_threshold=1, reset_timeout=30.0))
     try:
         assert fw(1) == fr(1) == {"x": 1, "v": 1}
-        assert _poll(lambda: reader.stats()["coherence"]["connected"], 5) is not None
+        assert seconds_until(lambda: reader.stats()["coherence"]["connected"], 5) is not None
         own_redis.kill()
         source["v"] = 2
         assert fw.invalidate(1) is False
@@ -165,10 +156,10 @@ def test_breaker_open_invalidation_is_replayed_by_an_idle_process(own_redis: Red
         assert writer.stats()["breaker"]["state"] == "open"
         own_redis.restart()
         answered = time.monotonic()
-        assert _poll(lambda: not writer.pending.owed, 5) is not None
+        assert seconds_until(lambda: not writer.pending.owed, 5) is not None
         assert time.monotonic() - answered < 1.0
         assert writer.stats()["breaker"]["state"] == "closed", "recovery waited for the breaker's timer"
-        assert _poll(lambda: fr(1) == {"x": 1, "v": 2}, 1.0) is not None
+        assert seconds_until(lambda: fr(1) == {"x": 1, "v": 2}, 1.0) is not None
     finally:
         writer.close()
         reader.close()
@@ -205,7 +196,7 @@ def test_clear_and_tags_are_replayed(own_redis: RedisServer, namespace: str) -> 
         finally:
             own_redis.resume()
         assert writer.replay_pending(timeout=2.0)
-        assert _poll(lambda: fr(1) == {"x": 1, "v": 2} and fr(2) == {"x": 2, "v": 2}, 1.0) is not None
+        assert seconds_until(lambda: fr(1) == {"x": 1, "v": 2} and fr(2) == {"x": 2, "v": 2}, 1.0) is not None
     finally:
         writer.close()
         reader.close()
@@ -313,7 +304,7 @@ def test_lock_taken_by_a_frozen_server_is_released_when_it_wakes(debug_redis: Re
         assert f(1) == 1  # the read-and-lock call times out; the function answers
         sleeper.join(5)
         assert cache.stats()["locks_owed"] >= 1
-        freed = _poll(lambda: probe.get(lock_key) is None, 10)
+        freed = seconds_until(lambda: probe.get(lock_key) is None, 10)
         assert freed is not None and freed < 1.0, f"the orphaned lock stayed {freed}s"
         ctx = mp.get_context("spawn")
         out = ctx.Queue()

@@ -16,21 +16,11 @@ import tenacity
 
 from mistral_cache import Cache, EarlyRefresh, Local, StaleIfError, TierUnavailable, Timeouts
 from mistral_cache.resilience import CircuitBreaker
-from mistral_cache.testing import RedisServer
+from mistral_cache.testing import RedisServer, seconds_until
 
 
 def value_of(x: int) -> dict[str, Any]:
     return {"x": x, "triple": 3 * x, "name": f"wf-{x}"}
-
-
-def _poll(predicate: Any, deadline: float, step: float = 0.01) -> float | None:
-    """Seconds until ``predicate()`` held, or None if it never did within ``deadline`` s."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < deadline:
-        if predicate():
-            return time.monotonic() - t0
-        time.sleep(step)
-    return None
 
 
 class Hammer:
@@ -87,14 +77,14 @@ def test_redis_killed_fail_open_breaker_opens_and_closes(own_redis: RedisServer,
         time.sleep(0.4)
         assert cache.stats()["breaker"]["state"] == "closed"
         own_redis.kill()
-        opened = _poll(lambda: cache.stats()["breaker"]["transitions"]["open"] >= 1, 10)
+        opened = seconds_until(lambda: cache.stats()["breaker"]["transitions"]["open"] >= 1, 10)
         assert opened is not None, "the breaker never opened"
         time.sleep(1.5)  # callers keep going on the local tier and the function
         down_calls = h.calls
         time.sleep(0.5)
         assert h.calls > down_calls, "callers stalled while Redis was down"
         own_redis.restart()
-        closed = _poll(lambda: cache.stats()["breaker"]["state"] == "closed", 10)
+        closed = seconds_until(lambda: cache.stats()["breaker"]["state"] == "closed", 10)
         assert closed is not None, f"the breaker never closed: {cache.stats()['breaker']}"
         time.sleep(0.3)  # and keeps working once Redis is back
     cache.close()
@@ -124,7 +114,7 @@ def test_redis_killed_strict_mode_raises_tier_unavailable(own_redis: RedisServer
             fn(3)
     own_redis.restart()
     time.sleep(2.1)  # the default breaker's reset_timeout: let it probe
-    assert _poll(lambda: _strict_ok(fn, 4), 10) is not None
+    assert seconds_until(lambda: _strict_ok(fn, 4), 10) is not None
     cache.close()
 
 
@@ -204,7 +194,7 @@ def test_redis_frozen_calls_still_answer_within_a_bound(own_redis: RedisServer, 
         x = next(fresh)
         return fn(x) == value_of(x) and cache.stats()["breaker"]["state"] == "closed"
 
-    assert _poll(back, 10) is not None
+    assert seconds_until(back, 10) is not None
     cache.close()
 
 
@@ -368,12 +358,12 @@ def test_nothing_stale_after_redis_comes_back(own_redis: RedisServer, namespace:
     fa = a.cached(ttl=60, key="wf:{x}")(lambda x: {"x": x, "v": source["v"]})
     fb = b.cached(ttl=60, key="wf:{x}")(lambda x: {"x": x, "v": source["v"]})
     assert fa(1) == {"x": 1, "v": 1}
-    assert _poll(lambda: a.stats()["coherence"]["connected"], 5) is not None
+    assert seconds_until(lambda: a.stats()["coherence"]["connected"], 5) is not None
     own_redis.kill()
     source["v"] = 2
     fb.invalidate(1)  # lost: Redis is down (fail open, no exception)
     own_redis.restart()
-    assert _poll(lambda: fa(1) == {"x": 1, "v": 2}, 10) is not None, "a stale value outlived the outage"
+    assert seconds_until(lambda: fa(1) == {"x": 1, "v": 2}, 10) is not None, "a stale value outlived the outage"
     assert fb(1) == {"x": 1, "v": 2}
     a.close()
     b.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 from .cluster import RedisClusterServer
 from .sentinel import RedisSentinelServer
 from .servers import RedisServer
-from .support import find_redis_server, free_port
+from .support import find_redis_server, free_port, seconds_until
 
 __all__ = [
     "RedisClusterServer",
@@ -25,4 +25,5 @@ __all__ = [
     "RedisServer",
     "find_redis_server",
     "free_port",
+    "seconds_until",
 ]

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs 3.11; type-checking only
 
 __all__ = [
+    "seconds_until",
     "Managed",
     "Registry",
     "Stoppable",
@@ -158,6 +159,17 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s: {describe()}")
         time.sleep(0.05)
+
+
+def seconds_until(predicate: Callable[[], Any], deadline: float, step: float = 0.01) -> float | None:
+    """Seconds until ``predicate()`` held, or None if it did not within ``deadline``
+    seconds: the fault tests' way to bound a recovery without a fixed sleep."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < deadline:
+        if predicate():
+            return time.monotonic() - t0
+        time.sleep(step)
+    return None
 
 
 class Stoppable(Protocol):
