@@ -25,6 +25,7 @@ from typing import Any
 
 import tenacity
 
+from ..coherence import check_tag
 from ..exceptions import ConfigurationError
 from ..keys import encode_arg
 from ..policies import INHERIT
@@ -128,6 +129,12 @@ WRITES: dict[str, dict[str, Tags]] = {
 
 
 # -- transport -------------------------------------------------------------
+def _refused(exc: BaseException) -> bool:
+    """Mistral answered with a 4xx: the write was not applied."""
+    code = getattr(exc, "error_code", None)
+    return isinstance(exc, _api_exception()) and isinstance(code, int) and 400 <= code < 500
+
+
 def _api_exception() -> type[Exception]:
     from mistralclient.api.base import APIException
 
@@ -444,13 +451,17 @@ class CachedManager:
             except TypeError:
                 return real(*args, **kwargs)  # let the client raise its own error
             bound.apply_defaults()
-            result = None
             try:
                 result = real(*args, **kwargs)
-                return result
-            finally:
-                # Also after a failure: the server may have applied the write anyway.
-                owner._invalidate_after_write(list(tags(bound.arguments, result)), result)
+            except Exception as exc:
+                # A definite refusal (4xx) changed nothing: invalidating would let any
+                # caller flush entries with writes the server rejects. Anything else (a
+                # timeout, a reset, a 5xx) may have been applied: invalidate.
+                if not _refused(exc):
+                    owner._invalidate_after_write(list(tags(bound.arguments, None)), None)
+                raise
+            owner._invalidate_after_write(list(tags(bound.arguments, result)), result)
+            return result
 
         return write
 
@@ -643,7 +654,16 @@ class CachedMistralClient:
                 scopes.add(scope_for(owner_project, self.mistral_url))
         elif self._static_scope is not None:
             scopes.add(self._static_scope)
-        self.cache.invalidate_tags(*(f"{scope}|{t}" for scope in sorted(scopes) for t in tags))
+        valid = []
+        for tag in (f"{scope}|{t}" for scope in sorted(scopes) for t in tags):
+            try:
+                check_tag(tag)
+            except ConfigurationError:  # an identifier no read could have been cached under
+                log.warning("not invalidating a tag built from an invalid identifier")
+                continue
+            valid.append(tag)
+        if valid:
+            self.cache.invalidate_tags(*valid)
 
     def _rebuild(self, manager: CachedManager, cls: Any, value: Any) -> Any:
         if is_not_found(value):

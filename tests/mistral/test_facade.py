@@ -687,3 +687,23 @@ def test_cron_trigger_never_cached_beyond_its_next_execution(facade, raw):
         for ex in raw.executions.list(workflow_name=wf):
             raw.executions.delete(ex.id, force=True)
         raw.workflows.delete(wf)
+
+
+def test_a_refused_write_invalidates_nothing_an_applied_one_does(facade, upstream, raw, ns):
+    """A write Mistral refuses (4xx) changed nothing, so it must not flush entries
+    (any caller could otherwise flush a scope with writes the server rejects); a
+    write it applied invalidates at once."""
+    name = f"rf_{uuid.uuid4().hex[:8]}"
+    raw.workflows.create(workflow_definition(name, "first"), namespace=ns)
+    try:
+        assert "first" in facade.workflows.get(name, namespace=ns).definition
+        before = upstream.requests.counts["get"]
+        with pytest.raises(APIException) as caught:
+            facade.workflows.update("---\nversion: '2.0'\nbroken: [", namespace=ns)
+        assert 400 <= caught.value.error_code < 500
+        assert "first" in facade.workflows.get(name, namespace=ns).definition
+        assert upstream.requests.counts["get"] == before, "a refused write flushed the cached workflow"
+        facade.workflows.update(workflow_definition(name, "second"), namespace=ns)
+        assert "second" in facade.workflows.get(name, namespace=ns).definition
+    finally:
+        raw.workflows.delete(name, namespace=ns)
