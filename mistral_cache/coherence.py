@@ -32,6 +32,20 @@ from .exceptions import ConfigurationError
 from .stampede import SingleFlight
 from .tiers.local import LocalTier
 
+__all__ = [
+    "SEP",
+    "IDLE_PING",
+    "PONG_TIMEOUT",
+    "RECONNECT_MAX",
+    "MAX_MESSAGE",
+    "TAG_CHUNK",
+    "IGNORED",
+    "check_tag",
+    "message",
+    "apply",
+    "Listener",
+]
+
 log = logging.getLogger("mistral_cache.coherence")
 
 SEP = "\x1f"  # the old framing's tag separator: a str payload of kind "t" is still split on it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["CacheError", "ConfigurationError", "KeyBuildError", "SerializationError", "TierUnavailable", "LockTimeout"]
+
 
 class CacheError(Exception):
     """Base of every error this package raises; carries the key and tier involved."""

@@ -13,6 +13,8 @@ from typing import Any
 import redis.exceptions as rex
 import tenacity
 
+__all__ = ["CLOSED", "OPEN", "HALF_OPEN", "RETRYABLE", "default_redis_retry", "as_async", "as_sync", "CircuitBreaker", "Prober"]
+
 log = logging.getLogger("mistral_cache.resilience")
 
 #: Errors a retry can fix: a refused or reset connection. A *timeout* is not

@@ -32,6 +32,26 @@ from typing import Any, Protocol, runtime_checkable
 
 from .exceptions import ConfigurationError, SerializationError
 
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "HEADER_SIZE",
+    "WRITE_ID_OFFSET",
+    "WRITE_ID_SIZE",
+    "F_COMPRESSED",
+    "F_SIGNED",
+    "F_TOMBSTONE",
+    "F_KEYED",
+    "Serializer",
+    "JSONSerializer",
+    "MsgpackSerializer",
+    "PickleSerializer",
+    "SERIALIZERS",
+    "make_serializer",
+    "Envelope",
+    "Codec",
+]
+
 FORMAT_VERSION = 1
 MAGIC = b"MC"
 _HEADER = struct.Struct("!2sBB8sdddI")

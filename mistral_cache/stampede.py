@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+__all__ = ["soft_deadline", "xfetch_due", "Flight", "SingleFlight", "LockKeeper"]
+
 log = logging.getLogger("mistral_cache.stampede")
 
 _WINDOW = 7.0

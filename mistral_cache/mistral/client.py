@@ -34,6 +34,19 @@ from .events.mapping import ANY
 from .identity import ADMIN_ROLES, DEFAULT_PROJECT, MAX_IDENTITY_TTL, TOKENS, Identity, SessionIdentity, scope_for
 from .policies import STATEFUL, Policy, event_backed, is_not_found, make_policies, not_found_marker, resource_ttl
 
+__all__ = [
+    "Tags",
+    "DEFAULT_TIMEOUT",
+    "Read",
+    "READS",
+    "WRITES",
+    "is_transient",
+    "default_retry",
+    "install_timeout",
+    "CachedManager",
+    "CachedMistralClient",
+]
+
 log = logging.getLogger("mistral_cache.mistral")
 
 Tags = Callable[[Mapping[str, Any], Any], Iterable[str]]

@@ -36,6 +36,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = [
+    "DEFAULT_PROJECT",
+    "ADMIN_ROLES",
+    "MAX_IDENTITY_TTL",
+    "KEYSTONE_DOWN_BACKOFF",
+    "ADMIN_SCOPE",
+    "server_id",
+    "scope_for",
+    "Identity",
+    "trusted_until",
+    "TokenIdentities",
+    "TOKENS",
+    "SessionIdentity",
+]
+
 log = logging.getLogger("mistral_cache.mistral")
 
 #: The project Mistral gives every request when its authentication is off.

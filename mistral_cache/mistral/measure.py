@@ -25,6 +25,8 @@ from typing import Any
 from .. import Cache
 from .client import CachedMistralClient
 
+__all__ = ["DEFINITION", "latency", "polling", "main"]
+
 
 def _client(url: str) -> Any:
     from mistralclient.api import client

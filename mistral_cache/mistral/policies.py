@@ -30,6 +30,33 @@ from typing import Any, Protocol
 from ..adaptive import META_KEY, Adaptive, adaptive
 from ..api import TTLPolicy
 
+__all__ = [
+    "NOT_FOUND_KEY",
+    "SUCCESS_TTL",
+    "FAILED_TTL",
+    "ACTIVE_TTL",
+    "DEFINITION_TTL",
+    "NOT_FOUND_TTL",
+    "STATEFUL_LIST_TTL",
+    "MIN_TTL",
+    "FINAL_STATES",
+    "FINAL_TASK_STATES",
+    "FAILED_STATES",
+    "Policy",
+    "is_not_found",
+    "not_found_marker",
+    "state_ttl",
+    "adaptive_state_ttl",
+    "fixed_ttl",
+    "cron_trigger_ttl",
+    "DEFAULT_POLICIES",
+    "STATEFUL",
+    "make_policies",
+    "ttl_for",
+    "event_backed",
+    "resource_ttl",
+]
+
 #: The key of the marker dict cached in place of a 404.
 NOT_FOUND_KEY = "__mistral_cache_not_found__"
 
