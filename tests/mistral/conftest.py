@@ -421,3 +421,52 @@ def mistral_client_events(events_setup):
     from mistralclient.api import client
 
     return client.client(mistral_url=events_setup.url)
+
+
+# -- Keystone, Mistral's notifier and the receiver together (test_events_tenants.py) ------
+# ``auth_events_setup``: one more Mistral, started with both ``--keystone-url`` (auth on,
+# against the session's ``keystone``) and ``--notify-url``, so every event carries the
+# real project id of the execution's owner; ``auth_receiver``: ``mistral-cache events
+# serve`` for it, reconciliation off so only events invalidate.
+@pytest.fixture(scope="session")
+def auth_events_setup(keystone: Keystone, tmp_path_factory, redis_url: str):
+    _bypass_proxy_for_loopback()
+    workdir = tmp_path_factory.mktemp("auth-events")
+    token_file = workdir / "token"
+    fd = os.open(str(token_file), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    receiver_port = _free_port()
+    installed = _run_script("install", timeout=INSTALL_TIMEOUT)
+    if installed.returncode != 0:
+        _fail("scripts/mistral-server install", installed)
+    t0 = time.monotonic()
+    backend = os.environ.get("MISTRAL_BACKEND", "auto")
+    location = ["--port", str(_free_port()), "--workdir", str(workdir / "mistral")]
+    started = _run_script(
+        "start", "--backend", backend, *location, "--keystone-url", keystone.url,
+        "--keystone-password-file", str(keystone.password_file),
+        "--notify-url", f"http://127.0.0.1:{receiver_port}/events", "--notify-token-file", str(token_file),
+        timeout=START_TIMEOUT,
+    )
+    if started.returncode != 0:
+        _run_script("stop", *location, timeout=60)
+        _fail(f"scripts/mistral-server start --backend {backend} --keystone-url ... --notify-url ...", started)
+    SETUP_SECONDS["authenticated notifying mistral start"] = time.monotonic() - t0
+    try:
+        yield EventsSetup(started.stdout.strip().splitlines()[-1], receiver_port, token_file, redis_url,
+                          "aev" + uuid.uuid4().hex[:8], workdir)
+    finally:
+        stopped = _run_script("stop", *location, timeout=120)
+        if stopped.returncode != 0:
+            sys.stderr.write(stopped.stdout + stopped.stderr)
+
+
+@pytest.fixture(scope="session")
+def auth_receiver(auth_events_setup: EventsSetup):
+    proc = ReceiverProcess(auth_events_setup)
+    proc.start("--reconcile", "0")
+    try:
+        yield proc
+    finally:
+        proc.stop()
