@@ -277,7 +277,7 @@ def tenants(keystone) -> Tenants:
 
     def user(name: str, project_id: str, role: str) -> User:
         password = secrets.token_urlsafe(16)
-        # A default project, else a token + auth_url re-authenticates to an unscoped token (DESIGN.md section 5).
+        # A default project, else a token + auth_url re-authenticates to an unscoped token.
         created = keystone.post("/users", {"user": {
             "name": f"{name}-{suffix}", "domain_id": "default", "password": password, "default_project_id": project_id,
         }})["user"]
