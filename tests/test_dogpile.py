@@ -241,7 +241,9 @@ def test_soft_invalidate_one_regenerates_others_keep_old(procs: list[Proc], rcli
     _src(rclient, namespace, "k", "new")
     c.call("invalidate", False)
     a.send("goc", ("k", 1.5))  # a regenerates, slowly, holding the mutex
-    time.sleep(0.4)
+    # wait until a's creator runs (it holds the mutex then), not a fixed time: a loaded
+    # machine can take longer than any sleep to get there
+    assert _poll(lambda: int(rclient.get(f"{namespace}:computes") or 0) == 2, 10), "a never started regenerating"
     value, took = b.call("goc", ("k", 0))
     assert value == "old" and took < 1.0, "soft: b should get the old value at once while a regenerates"
     assert a.conn.poll(10) and a.conn.recv()[0] == "new"
