@@ -6,6 +6,8 @@ Held values are trusted only while the invalidation listener is subscribed: ever
 bump is announced on the channel, so a held value can be older than Redis's by at
 most the pub/sub delivery delay — the same window in which this process's local
 tier may still serve a value another process just invalidated (README, "Coherence").
+A cache without a local tier has no such window, so it runs no listener and never
+enables this: its reads fetch the counters with the entry.
 Anything that might hide a bump clears them all: the listener connecting or losing
 its connection, any announcement other than a single-key one (tags, clear,
 unreadable or unknown messages), and this process's own bumps.

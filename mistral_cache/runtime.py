@@ -77,9 +77,11 @@ class Runtime:
         self.sender = os.urandom(6).hex()
         self.functions: weakref.WeakSet[Any] = weakref.WeakSet()
         self.listener: coherence.Listener | None = None
-        # The listener keeps the local tier coherent, and lets a Redis hit trust held
-        # counter values (one GET, see generations.py): without a local tier it runs for that.
-        self._coherence = redis is not None and (local is None or coherence_on)
+        # The listener keeps the local tier coherent, and while it does a Redis hit may
+        # trust held counter values (one GET, see generations.py). Without a local tier
+        # no listener runs: every read fetches the counters with the entry, so an
+        # invalidation that returned in any process is seen by the next read here.
+        self._coherence = redis is not None and local is not None and coherence_on
         self._keepers: dict[float, LockKeeper] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Future[Any]] = set()

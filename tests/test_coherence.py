@@ -496,9 +496,9 @@ def test_held_generations_follow_another_process_bumps(redis_url: str, namespace
     """A Redis hit reads only the entry once the counters are held (one GET); a tag
     bump announced by another cache drops them, so the next read sees the bump."""
     source = {"v": 1}
-    reader = Cache(redis_url, namespace=namespace, local=None)
+    reader = Cache(redis_url, namespace=namespace)  # a coherent local tier: counters may be held
     writer = Cache(redis_url, namespace=namespace, local=Local(coherence=False))
-    fr = reader.cached(ttl=60, key="hg:{x}", tags=["grp"])(lambda x: source["v"])
+    fr = reader.cached(ttl=60, key="hg:{x}", tags=["grp"], local=False)(lambda x: source["v"])
     fw = writer.cached(ttl=60, key="hg:{x}", tags=["grp"])(lambda x: source["v"])
     try:
         reader.ensure_listener()
@@ -513,3 +513,24 @@ def test_held_generations_follow_another_process_bumps(redis_url: str, namespace
     finally:
         reader.close()
         writer.close()
+
+
+@pytest.mark.parametrize("how", ["tag", "namespace"])
+def test_redis_only_cache_sees_a_bump_with_no_announcement(redis_url: str, namespace: str, how: str) -> None:
+    """Without a local tier nothing is held: every read fetches the counters with the
+    entry, so a bump made by another process is seen by the very next read, even when
+    its announcement never arrives (here: a bare INCR, announced to no one)."""
+    source = {"v": 1}
+    cache = Cache(redis_url, namespace=namespace, local=None)
+    f = cache.cached(ttl=60, key="ro:{x}", tags=["grp"])(lambda x: source["v"])
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        for _ in range(3):
+            assert f(1) == 1  # Redis hits
+        assert cache.listener is None
+        source["v"] = 2
+        raw.incr(cache.keyspace.tag("grp") if how == "tag" else cache.keyspace.generation)
+        assert f(1) == 2
+    finally:
+        cache.close()
+        raw.close()
