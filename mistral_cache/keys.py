@@ -35,17 +35,27 @@ _FORMATTER = string.Formatter()
 
 
 class ArgBinder:
-    """Maps a call's ``(args, kwargs)`` to parameter names, defaults included.
+    """Maps a call's ``(args, kwargs)`` to parameter names, defaults included;
+    a ``**kwargs`` parameter is one dict under its own name (``{}`` if none).
 
-    ``inspect.Signature.bind`` costs microseconds; this does the common case (no
-    ``*args``/``**kwargs``) with a dict and a zip, and falls back to it otherwise.
+    ``inspect.Signature.bind`` costs microseconds; this does the common cases
+    (no ``*args`` nor positional-only parameters, with or without ``**kwargs``)
+    with a dict and a zip, and falls back to it otherwise.
+
+    ``error``: what a call that does not match the signature raises:
+    :class:`~mistral_cache.exceptions.KeyBuildError` (default: no key for it) or
+    ``TypeError``, which re-raises Python's own error, as the call itself would
+    (for a facade that must behave like the function it wraps).
     """
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], *, error: type[Exception] = KeyBuildError) -> None:
         self.signature = inspect.signature(fn)
+        self.error = error
         params = list(self.signature.parameters.values())
         self.names = tuple(p.name for p in params)
         kinds = {p.kind for p in params}
+        #: The ``**kwargs`` parameter's name, None if the function takes none.
+        self.varkw = next((p.name for p in params if p.kind is inspect.Parameter.VAR_KEYWORD), None)
         self._simple = not kinds & {
             inspect.Parameter.VAR_POSITIONAL,
             inspect.Parameter.VAR_KEYWORD,
@@ -59,6 +69,12 @@ class ArgBinder:
         )
         self._count = len(params)
         self._allowed = frozenset(self.names)
+        # the **kwargs path: its function's other parameters, none positional-only nor *args
+        self._named = self._allowed - {self.varkw} if self.varkw is not None and not kinds & {
+            inspect.Parameter.VAR_POSITIONAL,
+            inspect.Parameter.POSITIONAL_ONLY,
+        } else None
+        self._default_map = dict(self._defaults)
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         if self._simple and len(args) <= len(self._positional):
@@ -74,13 +90,35 @@ class ArgBinder:
                 if len(bound) < self._count:
                     return self._slow(args, kwargs)
             return bound
+        named, varkw = self._named, self.varkw
+        if named is not None and varkw is not None and len(args) <= len(self._positional):
+            # **kwargs: the other parameters as above, unknown names into its dict
+            bound = self._default_map.copy()
+            if args:
+                bound.update(zip(self._positional, args))
+            extra: dict[str, Any] = {}
+            if kwargs:
+                taken = self._positional[:len(args)]
+                for name, value in kwargs.items():
+                    if name not in named:
+                        extra[name] = value
+                    elif name in taken:
+                        return self._slow(args, kwargs)
+                    else:
+                        bound[name] = value
+            if len(bound) < self._count - 1:  # a required parameter is missing
+                return self._slow(args, kwargs)
+            bound[varkw] = extra
+            return bound
         return self._slow(args, kwargs)
 
     def _slow(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         try:
             ba = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise KeyBuildError(f"arguments do not match the signature: {exc}") from exc
+            if self.error is TypeError:
+                raise
+            raise self.error(f"arguments do not match the signature: {exc}") from exc
         ba.apply_defaults()
         return dict(ba.arguments)
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mistral_cache.exceptions import KeyBuildError, SerializationError
-from mistral_cache.keys import KeyBuilder, encode_arg, shorten
+from mistral_cache.keys import ArgBinder, KeyBuilder, encode_arg, shorten
 from mistral_cache.resilience import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from mistral_cache.serializers import Codec
 from mistral_cache.stampede import soft_deadline, xfetch_due
@@ -46,6 +46,65 @@ def test_default_key_is_stable_across_call_styles() -> None:
     assert kb(("a",), {}) != kb(("b",), {})
     with pytest.raises(KeyBuildError, match="signature"):
         kb((), {"nope": 1})
+
+
+
+def _reference(fn: object, args: tuple[object, ...], kwargs: dict[str, object]) -> dict[str, object]:
+    import inspect
+
+    bound = inspect.signature(fn).bind(*args, **kwargs)  # type: ignore[arg-type]
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def _lister(marker: str = "", limit: int | None = None, *, fields: list[str] | None = None, **filters: object) -> None: ...
+
+
+def _getter(id: str, *, fields: str = "", **filters: object) -> None: ...
+
+
+@pytest.mark.parametrize(("fn", "args", "kwargs"), [
+    (_lister, (), {}),
+    (_lister, ("m",), {"limit": 5}),
+    (_lister, ("m", 5), {"fields": ["id"], "state": "RUNNING", "task_execution_id": "t"}),
+    (_lister, (), {"filters": 1, "marker": "x"}),  # a keyword named like **filters goes into it
+    (_getter, ("i",), {}),
+    (_getter, (), {"id": "i", "x": 1}),
+])
+def test_arg_binder_keeps_kwargs_as_one_dict_as_signature_bind_does(fn: object, args: tuple[object, ...],
+                                                                    kwargs: dict[str, object]) -> None:
+    assert ArgBinder(fn).bind(args, kwargs) == _reference(fn, args, kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("args", "kwargs"), [
+    ((), {}),  # missing id
+    (("i", "j"), {}),  # too many positional
+    (("i",), {"id": "j"}),  # twice
+])
+def test_arg_binder_error_option_raises_pythons_own_type_error(args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+    with pytest.raises(TypeError) as expected:
+        _reference(_getter, args, kwargs)
+    with pytest.raises(TypeError) as raised:
+        ArgBinder(_getter, error=TypeError).bind(args, kwargs)
+    assert type(raised.value) is TypeError and str(raised.value) == str(expected.value)
+    with pytest.raises(KeyBuildError, match="signature"):
+        ArgBinder(_getter).bind(args, kwargs)
+
+
+
+@given(st.lists(st.integers(), max_size=4),
+       st.dictionaries(st.sampled_from(["id", "marker", "limit", "fields", "filters", "x", "y"]), st.integers()))
+def test_arg_binder_agrees_with_signature_bind(args: list[int], kwargs: dict[str, int]) -> None:
+    for fn in (_lister, _getter):
+        try:
+            expected: object = _reference(fn, tuple(args), kwargs)
+        except TypeError as exc:
+            expected = str(exc)
+        try:
+            got: object = ArgBinder(fn, error=TypeError).bind(tuple(args), kwargs)
+        except TypeError as exc:
+            got = str(exc)
+        assert got == expected
 
 
 class _Obj:
