@@ -25,6 +25,11 @@ proxy adds, on the Redis client the wrapped backend made:
   get their creator's value (the breaker keeps a dead Redis from slowing them).
   For that the wrapped backend's clients lose redis-py's own retries (which back
   off for seconds per command) and get a connect timeout if they had none.
+- A delete (or a write: it replaces what others hold) that Redis did not
+  acknowledge is not dropped: it is kept and replayed, DEL and announcement, the
+  moment Redis answers (a background probe, and ahead of this proxy's next
+  command). Until then this process reads those keys as misses, never Redis's
+  old value. Past ``max_owed`` kept keys a delete raises ``TierUnavailable``.
 
 Settings are class attributes; a subclass changes them
 (``proxies = mypkg.cache.NovaLocalTier`` with ``namespace = "nova"``).
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -47,8 +53,9 @@ from . import coherence
 from .cache import Cache
 from .dogpile.mutex import DistributedMutex, LockExtender
 from .dogpile.ops import delete_many, write_many
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, TierUnavailable
 from .policies import Local, RedisLock
+from .resilience import Prober
 from .tiers.local import LocalEntry
 from .tiers.redis import FAILED, RedisTier
 
@@ -80,6 +87,8 @@ class LocalTierProxy(ProxyBackend):
     lock = RedisLock(timeout=10.0, wait=30.0)
     #: False: leave ``get_mutex`` to the wrapped backend.
     distributed_lock = True
+    #: Deletes kept while Redis cannot be reached; one more raises instead of being kept.
+    max_owed = 100_000
 
     cache: Cache
     tier: RedisTier
@@ -102,7 +111,45 @@ class LocalTierProxy(ProxyBackend):
         self.tier, self.local, self.keyspace = self.cache.redis, self.cache.local, self.cache.keyspace
         self._sender: str = self.cache.runtime.sender  # hook wanted: Cache.sender (see dogpile.backend)
         self._extender = LockExtender(self.tier, self.lock.timeout)
+        self._owed: dict[str, float] = {}  # key -> when its delete failed
+        self._owed_lock = threading.Lock()
+        self._prober = Prober(lambda: self._replay(probe=True), lambda: bool(self._owed))
         return self
+
+    # -- deletes Redis missed -------------------------------------------------------
+    def _owe(self, keys: list[str]) -> None:
+        now = time.monotonic()
+        with self._owed_lock:
+            if len(self._owed.keys() | set(keys)) > self.max_owed:
+                raise TierUnavailable(f"Redis is unreachable and {len(self._owed)} deletes already wait for it: "
+                                      f"this one ({len(keys)} keys) cannot be kept")
+            for key in keys:
+                self._owed[key] = now
+        log.warning("oslo delete of %d keys did not reach Redis: kept, and replayed as soon as it answers", len(keys))
+        self._prober.kick()
+
+    def _replay(self, probe: bool = False) -> bool:
+        """DEL what Redis missed and announce it, in one round trip; True once nothing is
+        owed. ``probe``: PING past the breaker first (the background thread's call)."""
+        with self._owed_lock:
+            owed = dict(self._owed)
+        if not owed:
+            return True
+        if probe and not self.tier.probe():
+            return False
+        keys = list(owed)
+        messages = [coherence.message(self._sender, "k", k) for k in keys]
+        if self.tier.run(delete_many(keys, self.keyspace.channel, messages), "oslo replay") is FAILED:
+            return False
+        self._settle(owed)
+        return not self._owed
+
+    def _settle(self, done: Mapping[str, float]) -> None:
+        """Forget the deletes in ``done`` unless one failed again since."""
+        with self._owed_lock:
+            for key, at in done.items():
+                if self._owed.get(key, math.inf) <= at:
+                    del self._owed[key]
 
     # -- reads ---------------------------------------------------------------------
     def _local_hit(self, key: str) -> Any:
@@ -126,6 +173,10 @@ class LocalTierProxy(ProxyBackend):
         if not missing:
             return out
         self.cache.ensure_listener()
+        if self._owed and not self._replay():
+            missing = [i for i in missing if keys[i] not in self._owed]  # a miss: Redis still has the old value
+            if not missing:
+                return out
         since = self.local.begin() if self.local is not None else 0
         wanted = [keys[i] for i in missing]
         res = self.tier.run(lambda c: self.proxied.get_serialized_multi(wanted), "oslo get")
@@ -158,12 +209,17 @@ class LocalTierProxy(ProxyBackend):
             for key in mapping:
                 local.delete(key)
         since = local.begin() if local is not None else 0
+        if self._owed:
+            self._replay()
+        started = time.monotonic()
         expiry = getattr(self.actual, "redis_expiration_time", 0) or 0
         messages = [coherence.message(self._sender, "k", k) for k in mapping]
         res = self.tier.run(write_many(list(mapping.items()), int(expiry * 1000) or None, self.keyspace.channel, messages),
                             "oslo set")
-        if res is FAILED:
-            log.debug("oslo set of %d keys not stored in Redis (serving them locally)", len(mapping))
+        if res is FAILED:  # others (and Redis) may keep the value this one replaces
+            self._owe(list(mapping))
+        elif self._owed:
+            self._settle(dict.fromkeys(mapping, started))  # the write replaced what was owed, and announced it
         for key, value in mapping.items():
             self._fill(key, value, since)
 
@@ -184,11 +240,12 @@ class LocalTierProxy(ProxyBackend):
         if local is not None:
             for key in keys:
                 local.delete(key)
+        if self._owed:
+            self._replay()
         messages = [coherence.message(self._sender, "k", k) for k in keys]
         res = self.tier.run(delete_many(keys, self.keyspace.channel, messages), "oslo delete")
         if res is FAILED:
-            log.warning("oslo delete of %d keys did not reach Redis: other processes keep them up to local_ttl, "
-                        "and Redis keeps them until they expire", len(keys))
+            self._owe(keys)
         if local is not None:
             for key in keys:
                 local.delete(key)

@@ -6,7 +6,9 @@ several processes against a real Redis."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import socket
 import threading
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from oslo_cache import core
 from oslo_config import cfg
 
 from mistral_cache.oslo import LocalTierProxy
-from mistral_cache.testing import RedisServer
+from mistral_cache.testing import RedisServer, free_port
 
 CTX = mp.get_context("spawn")
 
@@ -189,3 +191,100 @@ def test_redis_down_callers_keep_working(tmp_path: Path, namespace: str) -> None
         f.invalidate(namespace, "held")
         assert f(namespace, "held") == "HELD" and calls[3:] == ["held"]
         assert time.monotonic() - started < 10
+
+
+
+class Partition:
+    """A TCP forwarder to a Redis that the test can cut (existing connections closed,
+    new ones refused) and heal: one service loses Redis while the others keep it."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.port = free_port("127.0.0.1")
+        self.conns: list[socket.socket] = []
+        self.server: socket.socket | None = None
+        self.heal()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def heal(self) -> None:
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(16)
+        self.server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def cut(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread (close alone would not)
+            server.close()
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            c.close()
+        self.conns.clear()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            if self.server is not server:  # cut meanwhile
+                client.close()
+                return
+            upstream = socket.create_connection(self.target)
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+
+def test_an_invalidation_redis_missed_is_replayed(tmp_path: Path, redis_url: str, namespace: str) -> None:
+    """Two services on one Redis; one is cut off from it (a partition) and invalidates.
+    The delete cannot reach Redis: it is kept and replayed as soon as Redis answers, so
+    the other service (whose local copy and Redis entry are the old value) drops it;
+    meanwhile the invalidating service never reads the old value back."""
+    partition = Partition(int(urlsplit(redis_url).port or 0))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    source = {"v": 1}
+    funcs = []
+    for conf in (write_conf(tmp_path / "a", partition.url), write_conf(tmp_path / "b", redis_url)):
+        region, memoize = service(conf)
+
+        @memoize
+        def f(ns: str, name: str) -> int:
+            return source["v"]
+
+        funcs.append((region, f))
+    (ra, fa), (rb, fb) = funcs
+    try:
+        assert fa(namespace, "k") == 1 and fb(namespace, "k") == 1
+        assert ra.backend.cache.listener.connected.wait(5) and rb.backend.cache.listener.connected.wait(5)
+        assert fa(namespace, "k") == 1 and fb(namespace, "k") == 1  # both hold it locally now (local_ttl 60 s)
+        source["v"] = 2
+        partition.cut()
+        fa.invalidate(namespace, "k")  # the DEL does not reach Redis
+        assert fa(namespace, "k") == 2, "the invalidating service read the old value back"
+        assert fb(namespace, "k") == 1  # the other service cannot know yet
+        partition.heal()
+        deadline = time.monotonic() + 5
+        while fb(namespace, "k") != 2:
+            assert time.monotonic() < deadline, "the invalidation made during the partition was lost"
+            time.sleep(0.02)
+        assert fa(namespace, "k") == 2
+    finally:
+        partition.cut()
