@@ -26,20 +26,11 @@ pytestmark = pytest.mark.cluster
 
 
 class TestClusterContract(CacheContract):
-    """Redis Cluster only (no local tier)."""
+    """Redis Cluster alone, and behind a local tier."""
 
-    @pytest.fixture
-    def make_cache(self, cluster: RedisClusterServer, namespace: str) -> Iterator[CacheFactory]:
-        with cache_factory(redis_url=cluster.url, local=None, timeouts=Timeouts(socket=1.0), namespace=namespace) as make:
-            yield make
-
-
-class TestClusterLocalContract(CacheContract):
-    """Redis Cluster behind a local tier."""
-
-    @pytest.fixture
-    def make_cache(self, cluster: RedisClusterServer, namespace: str) -> Iterator[CacheFactory]:
-        with cache_factory(redis_url=cluster.url, namespace=namespace, timeouts=Timeouts(socket=1.0)) as make:
+    @pytest.fixture(params=[None, Local()], ids=["redis", "local+redis"])
+    def make_cache(self, request: pytest.FixtureRequest, cluster: RedisClusterServer, namespace: str) -> Iterator[CacheFactory]:
+        with cache_factory(redis_url=cluster.url, local=request.param, timeouts=Timeouts(socket=1.0), namespace=namespace) as make:
             yield make
 
 

@@ -25,20 +25,11 @@ pytestmark = pytest.mark.sentinel
 
 
 class TestSentinelContract(CacheContract):
-    """Sentinel only (no local tier)."""
+    """Sentinel alone, and behind a local tier."""
 
-    @pytest.fixture
-    def make_cache(self, sentinel: RedisSentinelServer, namespace: str) -> Iterator[CacheFactory]:
-        with cache_factory(redis_url=sentinel.url, local=None, timeouts=Timeouts(socket=1.0), namespace=namespace) as make:
-            yield make
-
-
-class TestSentinelLocalContract(CacheContract):
-    """Sentinel behind a local tier."""
-
-    @pytest.fixture
-    def make_cache(self, sentinel: RedisSentinelServer, namespace: str) -> Iterator[CacheFactory]:
-        with cache_factory(redis_url=sentinel.url, namespace=namespace, timeouts=Timeouts(socket=1.0)) as make:
+    @pytest.fixture(params=[None, Local()], ids=["redis", "local+redis"])
+    def make_cache(self, request: pytest.FixtureRequest, sentinel: RedisSentinelServer, namespace: str) -> Iterator[CacheFactory]:
+        with cache_factory(redis_url=sentinel.url, local=request.param, timeouts=Timeouts(socket=1.0), namespace=namespace) as make:
             yield make
 
 
