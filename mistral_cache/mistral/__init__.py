@@ -16,9 +16,10 @@ import importlib.util
 if importlib.util.find_spec("mistralclient") is None:  # found, not imported: that stays lazy
     raise ImportError("mistral_cache.mistral needs python-mistralclient: pip install 'mistral-cache[mistral]'")
 
-from .client import CachedManager, CachedMistralClient, default_retry, install_timeout, is_transient
+from .facade import CachedManager, CachedMistralClient
 from .identity import ADMIN_ROLES, DEFAULT_PROJECT, MAX_IDENTITY_TTL, scope_for
 from .policies import DEFAULT_POLICIES, adaptive_state_ttl, make_policies, resource_ttl, ttl_for
+from .transport import default_retry, install_timeout, is_transient
 
 __all__ = [
     "ADMIN_ROLES", "DEFAULT_POLICIES", "DEFAULT_PROJECT", "MAX_IDENTITY_TTL", "CachedManager", "CachedMistralClient",

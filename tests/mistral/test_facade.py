@@ -29,6 +29,7 @@ from mistralclient.api.v2.workflows import Workflow
 from mistral_cache import Cache, Clock
 from mistral_cache.adaptive import adaptive
 from mistral_cache.mistral import DEFAULT_PROJECT, CachedMistralClient, is_transient, policies, scope_for
+from tests.mistral.helpers import Requests
 
 FINAL = ("SUCCESS", "ERROR", "CANCELLED")
 
@@ -57,26 +58,6 @@ def mistral_url(request):
 
 def authenticated(url) -> bool:
     return url in CREDENTIALS
-
-
-class Requests:
-    """Counts the HTTP requests a mistralclient client sends (wraps its http_client)."""
-
-    def __init__(self, client):
-        self.counts: Counter = Counter()
-        http = client.workflows.http_client
-        for method in ("get", "post", "put", "delete"):
-            original = getattr(http, method)
-
-            def counted(*args, _m=method, _o=original, **kwargs):
-                self.counts[_m] += 1
-                return _o(*args, **kwargs)
-
-            setattr(http, method, counted)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
 
 
 def workflow_definition(name, description="first", sleep=0):

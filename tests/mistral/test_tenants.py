@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import Counter
 
 import pytest
 from mistralclient.api import client as mistral_client_module
@@ -15,28 +14,10 @@ from mistralclient.api.base import APIException
 from mistral_cache import Cache, ConfigurationError
 from mistral_cache.mistral import CachedMistralClient, scope_for
 from mistral_cache.mistral.identity import TOKENS
+from mistral_cache.mistral.transport import is_mistral_not_found
+from tests.mistral.helpers import Requests
 
 pytestmark = pytest.mark.mistral
-
-
-class Requests:
-    """Counts the HTTP requests a mistralclient client sends to Mistral."""
-
-    def __init__(self, client) -> None:
-        self.counts: Counter = Counter()
-        http = client.workflows.http_client
-        for method in ("get", "post", "put", "delete"):
-            original = getattr(http, method)
-
-            def counted(*args, _m=method, _o=original, **kwargs):
-                self.counts[_m] += 1
-                return _o(*args, **kwargs)
-
-            setattr(http, method, counted)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
 
 
 def definition(name: str, description: str) -> str:
@@ -354,10 +335,8 @@ def test_keystone_not_answering_means_nothing_is_cached(auth_mistral_url, tenant
 
 
 def test_only_mistrals_own_404s_are_cached_as_missing():
-    from mistral_cache.mistral.client import _mistral_not_found
-
-    assert _mistral_not_found(APIException(404, "Workflow not found [workflow_identifier=x, namespace=]"))
-    assert not _mistral_not_found(APIException(404, None))  # keystoneauth's 404 while re-authenticating
-    assert not _mistral_not_found(APIException(404, ""))
-    assert not _mistral_not_found(APIException(404, "Could not find token: abc"))
-    assert not _mistral_not_found(APIException(401, "Auth token is invalid"))
+    assert is_mistral_not_found(APIException(404, "Workflow not found [workflow_identifier=x, namespace=]"))
+    assert not is_mistral_not_found(APIException(404, None))  # keystoneauth's 404 while re-authenticating
+    assert not is_mistral_not_found(APIException(404, ""))
+    assert not is_mistral_not_found(APIException(404, "Could not find token: abc"))
+    assert not is_mistral_not_found(APIException(401, "Auth token is invalid"))
