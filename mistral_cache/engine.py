@@ -176,9 +176,10 @@ class Engine:
         )
         local.put(key, entry, since)
 
-    def local_lookup(self, key: str) -> tuple[Any, Mode | None, LocalEntry | None]:
-        """(value, None, entry) to return now, or (NO_VALUE, mode of the flow to run, entry)."""
-        entry = self.local.get(key) if self.local is not None else None
+    def local_lookup(self, entry: LocalEntry | None) -> tuple[Any, Mode | None, LocalEntry | None]:
+        """What to do with the local tier's ``entry`` for a call (None: it holds none),
+        which the wrapper looked up already: (value, None, entry) to return now, or
+        (NO_VALUE, mode of the flow to run, entry)."""
         if entry is None:
             return NO_VALUE, Mode.MISS, None
         now = self.runtime.timer()

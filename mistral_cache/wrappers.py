@@ -47,9 +47,10 @@ class Driver:
             raise LockTimeout(f"{self.engine.name}: waited {self.wait}s for this process's computation", key=key)
 
     # -- sync ---------------------------------------------------------------
-    def call(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Everything after a failed fast local check (the wrapper does that one inline)."""
-        value, mode, held = self.engine.local_lookup(key)
+    def call(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], entry: LocalEntry | None) -> Any:
+        """Everything after a failed fast local check (the wrapper does that one inline,
+        and hands over the ``entry`` it found: the local tier is read once per call)."""
+        value, mode, held = self.engine.local_lookup(entry)
         if value is not NO_VALUE or mode is None:
             return value
         if self._swr(mode, held) and held is not None:
@@ -132,8 +133,8 @@ class Driver:
                 keeper.remove(op.token)
 
     # -- async --------------------------------------------------------------
-    async def acall(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        value, mode, held = self.engine.local_lookup(key)
+    async def acall(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], entry: LocalEntry | None) -> Any:
+        value, mode, held = self.engine.local_lookup(entry)
         if value is not NO_VALUE or mode is None:
             return value
         if self._swr(mode, held) and held is not None:
@@ -227,23 +228,39 @@ class Driver:
 
 
 def make_wrapper(engine: Engine) -> Any:
-    """The wrapper, with ``invalidate``, ``refresh``, ``stats``, ``cache_key`` and ``cache_name``."""
+    """The wrapper, with ``invalidate``, ``refresh``, ``stats``, ``cache_key`` and ``cache_name``.
+
+    The local hit is inlined: the key, one dict lookup, the LRU touch, one clock
+    read and a counter (see :meth:`.LocalTier.hit_path`); the entry found is handed
+    on, so a miss reads the local tier only once. Whether there is a version prefix
+    or a local tier is decided here, once, not on every call."""
     fn, key, runtime = engine.fn, engine.key, engine.runtime
     driver = Driver(engine)
     build, prefix, local, timer, stats = engine.keys.build, engine.prefix, engine.local, runtime.timer, engine.stats
+    key_of = build if not prefix else (lambda args, kwargs: prefix + build(args, kwargs))
+    find, touch = local.hit_path() if local is not None else (None, None)
 
     if engine.is_async:
         call_async = driver.acall
 
-        @functools.wraps(fn)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            k = prefix + build(args, kwargs) if prefix else build(args, kwargs)
-            if local is not None:
-                entry = local.peek(k)
-                if entry is not None and timer() < entry.soft_at:
-                    stats.local_hits += 1
-                    return entry.value
-            return await call_async(k, args, kwargs)
+        if find is None or touch is None:
+
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await call_async(key_of(args, kwargs), args, kwargs, None)
+        else:
+
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                k = key_of(args, kwargs)
+                entry = find(k)
+                if entry is not None:
+                    try:
+                        touch(k)
+                    except KeyError:  # removed since: the entry read is still what a locked read returned
+                        pass
+                    if timer() < entry.soft_at:
+                        stats.local_hits += 1
+                        return entry.value
+                return await call_async(k, args, kwargs, entry)
 
         async def invalidate(*args: Any, **kwargs: Any) -> bool:
             return bool(await runtime.adrive(engine.invalidate_flow(key(args, kwargs))))
@@ -251,19 +268,28 @@ def make_wrapper(engine: Engine) -> Any:
         async def refresh(*args: Any, **kwargs: Any) -> Any:
             return await driver.arun_flight(key(args, kwargs), args, kwargs, Mode.REFRESH, None)
 
-        wrapper_any: Any = wrapper
+        wrapper_any: Any = functools.wraps(fn)(wrapper)
     else:
         call_sync = driver.call
 
-        @functools.wraps(fn)
-        def swrapper(*args: Any, **kwargs: Any) -> Any:
-            k = prefix + build(args, kwargs) if prefix else build(args, kwargs)
-            if local is not None:
-                entry = local.peek(k)
-                if entry is not None and timer() < entry.soft_at:
-                    stats.local_hits += 1
-                    return entry.value
-            return call_sync(k, args, kwargs)
+        if find is None or touch is None:
+
+            def swrapper(*args: Any, **kwargs: Any) -> Any:
+                return call_sync(key_of(args, kwargs), args, kwargs, None)
+        else:
+
+            def swrapper(*args: Any, **kwargs: Any) -> Any:
+                k = key_of(args, kwargs)
+                entry = find(k)
+                if entry is not None:
+                    try:
+                        touch(k)
+                    except KeyError:  # as in the async wrapper
+                        pass
+                    if timer() < entry.soft_at:
+                        stats.local_hits += 1
+                        return entry.value
+                return call_sync(k, args, kwargs, entry)
 
         def invalidate(*args: Any, **kwargs: Any) -> bool:  # type: ignore[misc]
             return bool(runtime.drive(engine.invalidate_flow(key(args, kwargs))))
@@ -271,7 +297,7 @@ def make_wrapper(engine: Engine) -> Any:
         def refresh(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
             return driver.run_flight(key(args, kwargs), args, kwargs, Mode.REFRESH, None)
 
-        wrapper_any = swrapper
+        wrapper_any = functools.wraps(fn)(swrapper)
 
     wrapper_any.invalidate = invalidate
     wrapper_any.refresh = refresh
