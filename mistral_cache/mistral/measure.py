@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import Cache
-from .client import CachedMistralClient
+from .facade import CachedMistralClient
 
 __all__ = ["DEFINITION", "latency", "polling", "main"]
 
