@@ -2,10 +2,14 @@
 
 One command starts everything (a Redis, a Mistral whose notifier posts to
 ``mistral-cache events serve``, the receiver) and runs the same polling workload
-three times -- the plain client, ``CachedMistralClient`` with the state rules
-(a namespace no receiver serves), and with events on -- then prints, for each:
-reads, upstream requests, true changes, outdated reads, worst staleness and
-upstream requests per change::
+four times -- the plain client, ``CachedMistralClient`` with the state rules
+(a namespace no receiver serves: events off), the tutorial recipe (Redis
+GET/SET, fixed 300 s TTL: :func:`benchmarks.freshness.tutorial_read`), and
+``CachedMistralClient`` with events on -- then prints, for each: reads,
+upstream requests, true changes, outdated reads, worst staleness and upstream
+requests per change, then where the outdated reads and upstream requests were
+(by resource; with events on, whether each outdated read's event had been
+applied before the read, from the receiver's trace)::
 
     python -m benchmarks.events_freshness [--pollers 4] [--executions 4] [--interval 0.2] [--out DIR]
 
@@ -50,27 +54,56 @@ bench_events:
 
 
 def _tasks_value(tasks: list[Any]) -> list[list[str]]:
-    return sorted([t.name, t.state] for t in tasks)
+    return sorted([t["name"], t["state"]] if isinstance(t, dict) else [t.name, t.state] for t in tasks)
+
+
+#: Poller modes: the row names of the table, in the order they run.
+MODES = {"plain": "no cache", "state rules": "state rules (events off)", "tutorial": "tutorial (GET/SET, 300 s)",
+         "events": "events on"}
+
+
+def _reader(mode: str, url: str, redis_url: str, namespace: str) -> tuple[Any, Any, Any, Any]:
+    """(client whose session is counted, read of an execution's state, read of its task list, session)."""
+    from mistralclient.api import client as mc
+
+    if mode in ("plain", "tutorial"):
+        client: Any = mc.client(mistral_url=url)
+        session = client.executions.http_client.session
+        if mode == "plain":
+            return (client, lambda i: client.executions.get(i).state,
+                    lambda i: _tasks_value(client.tasks.list(workflow_execution_id=i)), session)
+        import redis
+
+        from .freshness import tutorial_read
+
+        r = redis.Redis.from_url(redis_url)
+
+        def ex_state(i: str) -> Any:
+            return tutorial_read(r, f"{namespace}:exec:{i}", lambda: client.executions.get(i).to_dict())["state"]
+
+        def tasks(i: str) -> Any:
+            return _tasks_value(tutorial_read(r, f"{namespace}:tasks:{i}", lambda: [
+                t.to_dict() for t in client.tasks.list(workflow_execution_id=i)]))
+
+        return client, ex_state, tasks, session
+    from mistral_cache import Cache
+    from mistral_cache.mistral import CachedMistralClient
+
+    cached = CachedMistralClient(mistral_url=url, cache=Cache(redis_url, namespace=namespace))
+    return (cached, lambda i: cached.executions.get(i).state,
+            lambda i: _tasks_value(cached.tasks.list(workflow_execution_id=i)), cached.http_client.session)
 
 
 def poll(mode: str, url: str, redis_url: str, namespace: str, ids: list[str], interval: float) -> dict[str, Any]:
     """One poller process: every ``interval``, each execution and its task list, until all end."""
-    from mistralclient.api import client as mc
-
-    if mode == "plain":
-        client: Any = mc.client(mistral_url=url)
-        session = client.executions.http_client.session
-    else:
-        from mistral_cache import Cache
-        from mistral_cache.mistral import CachedMistralClient
-
-        client = CachedMistralClient(mistral_url=url, cache=Cache(redis_url, namespace=namespace))
-        session = client.http_client.session
+    _client, ex_state, tasks, session = _reader(mode, url, redis_url, namespace)
     upstream = [0]
+    fetched: list[list[Any]] = []  # (time, path) of every upstream request
     original = session.request
 
     def counting(method: str, u: str, **kw: Any) -> Any:
         upstream[0] += 1
+        fetched.append([time.time(), u.split("/v2", 1)[-1].split("?", 1)[0]])
         return original(method, u, **kw)
 
     session.request = counting
@@ -79,14 +112,14 @@ def poll(mode: str, url: str, redis_url: str, namespace: str, ids: list[str], in
     while len(done) < len(ids) or time.time() - max(done.values()) < 0.5:
         for ex_id in ids:
             t = time.time()
-            state = client.executions.get(ex_id).state
+            state = ex_state(ex_id)
             reads.append([t, "ex:" + ex_id, state])
             t = time.time()
-            reads.append([t, "tasks:" + ex_id, _tasks_value(client.tasks.list(workflow_execution_id=ex_id))])
+            reads.append([t, "tasks:" + ex_id, tasks(ex_id)])
             if state in ("SUCCESS", "ERROR"):
                 done.setdefault(ex_id, time.time())
         time.sleep(interval)
-    return {"reads": reads, "upstream": upstream[0]}
+    return {"reads": reads, "upstream": upstream[0], "fetched": fetched}
 
 
 def _truth(plain: Any, ids: list[str], stop: threading.Event) -> list[list[Any]]:
@@ -112,12 +145,23 @@ def _truth(plain: Any, ids: list[str], stop: threading.Event) -> list[list[Any]]
     return out
 
 
-def score(truth: list[list[Any]], results: list[dict[str, Any]]) -> dict[str, Any]:
+def _path_kind(path: str) -> str:
+    """``/executions/<id>`` -> ``executions/id``; ``/tasks`` -> ``tasks``."""
+    parts = [p for p in path.split("/") if p]
+    return "/".join(parts[:1] + (["id"] if len(parts) > 1 else []) + parts[2:])
+
+
+def score(truth: list[list[Any]], results: list[dict[str, Any]],
+          events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The row of one mode, plus ``detail``: outdated reads and upstream requests by
+    resource, and (``events``: the receiver's trace) when each outdated read's event
+    arrived relative to the read."""
     versions: dict[str, list[tuple[float, Any]]] = {}
     for t, k, v in truth:
         versions.setdefault(k, []).append((t, v))
     reads = outdated = 0
     worst = 0.0
+    late: list[dict[str, Any]] = []
     for result in results:
         for t0, k, v in result["reads"]:
             reads += 1
@@ -130,11 +174,51 @@ def score(truth: list[list[Any]], results: list[dict[str, Any]]) -> dict[str, An
                 if newer:
                     outdated += 1
                     worst = max(worst, t0 - newer[0])
+                    late.append({"t": t0, "key": k, "lag": t0 - newer[0], "served": v,
+                                 "served_seen": seq[idx][0], "newer_seen": newer[0]})
     changes = sum(len(s) - 1 for s in versions.values())
     upstream = sum(r["upstream"] for r in results)
+    by_path: dict[str, int] = {}
+    for r in results:
+        for _, path in r.get("fetched", []):
+            by_path[_path_kind(path)] = by_path.get(_path_kind(path), 0) + 1
+    by_kind: dict[str, int] = {}
+    for o in late:
+        by_kind[o["key"].split(":")[0]] = by_kind.get(o["key"].split(":")[0], 0) + 1
+    changes_by_kind: dict[str, int] = {}
+    for k, seq in versions.items():
+        changes_by_kind[k.split(":")[0]] = changes_by_kind.get(k.split(":")[0], 0) + len(seq) - 1
+    detail: dict[str, Any] = {"outdated_by_resource": by_kind, "changes_by_resource": changes_by_kind,
+                              "upstream_by_path": dict(sorted(by_path.items())),
+                              "outdated_lags_s": sorted(round(o["lag"], 3) for o in late)}
+    if events is not None:
+        detail["events"] = _attribute(late, events)
     return {"reads": reads, "upstream": upstream, "changes": changes, "outdated": outdated,
             "outdated_pct": round(100.0 * outdated / max(reads, 1), 3), "worst_staleness_s": round(worst, 3),
-            "upstream_per_change": round(upstream / max(changes, 1), 2)}
+            "upstream_per_change": round(upstream / max(changes, 1), 2), "detail": detail}
+
+
+def _attribute(late: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, Any]:
+    """For each outdated read: the first event about its resource applied after the
+    served version was first seen. ``before_read``: applied before the read started
+    (the cache served an outdated value after its invalidation); ``after_read``:
+    not yet arrived (Mistral had not posted it yet); ``none``: no such event."""
+    out: dict[str, Any] = {"before_read": 0, "after_read": 0, "none": 0, "reads": []}
+    for o in late:
+        kind, ident = o["key"].split(":", 1)
+        mine = [e for e in events if (e["id"] == ident and not e["task"]) or (kind == "tasks" and e.get("wx") == ident)]
+        mine = [e for e in mine if e["done"] >= o["served_seen"]]
+        first = min(mine, key=lambda e: e["done"]) if mine else None
+        if first is None:
+            out["none"] += 1
+            where = None
+        else:
+            where = "before_read" if first["done"] <= o["t"] else "after_read"
+            out[where] += 1
+        out["reads"].append({**o, "event": None if first is None else first["kind"],
+                             "event_minus_newer_seen_s": None if first is None else round(first["done"] - o["newer_seen"], 3),
+                             "event_minus_read_s": None if first is None else round(first["done"] - o["t"], 3)})
+    return out
 
 
 def _run_mode(mode: str, plain: Any, env: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -143,14 +227,20 @@ def _run_mode(mode: str, plain: Any, env: dict[str, Any], args: argparse.Namespa
     truth: list[list[Any]] = []
     sampler = threading.Thread(target=lambda: truth.extend(_truth(plain, ids, stop)), daemon=True)
     sampler.start()
-    namespace = env["namespace"] if mode == "events" else env["namespace"] + "-rules"
+    namespace = {"events": env["namespace"], "state rules": env["namespace"] + "-rules",
+                 "tutorial": "tutorial-" + env["namespace"]}.get(mode, "-")
     cmd = [sys.executable, "-m", "benchmarks.events_freshness", "--poller", mode, env["url"], env["redis_url"],
            namespace, args.interval_text, *ids]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=str(REPO)) for _ in range(args.pollers)]
     results = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
     stop.set()
     sampler.join(10)
-    return score(truth, results)
+    events = None
+    if mode == "events":
+        wanted = set(ids)
+        with open(env["trace"], encoding="utf-8") as f:
+            events = [e for e in map(json.loads, f) if e["id"] in wanted or e.get("wx") in wanted]
+    return score(truth, results, events)
 
 
 def _wait_health(port: int, token: str) -> None:
@@ -201,16 +291,17 @@ def main(argv: list[str] | None = None) -> int:
                                   f"http://127.0.0.1:{rport}/events", "--notify-token-file", str(token_file)],
                                  capture_output=True, text=True, check=True)
         url = started.stdout.strip().splitlines()[-1]
-        env = {"url": url, "redis_url": server.url, "namespace": "bench" + secrets.token_hex(4)}
+        env = {"url": url, "redis_url": server.url, "namespace": "bench" + secrets.token_hex(4),
+               "trace": str(work / "events.jsonl")}
         with open(work / "receiver.log", "wb") as log:
             receiver = subprocess.Popen(
                 [sys.executable, "-m", "mistral_cache.admin.cli", "events", "serve", "--listen", f"127.0.0.1:{rport}",
                  "--redis-url", server.url, "--mistral-url", url, "--namespace", env["namespace"],
-                 "--token-file", str(token_file)], stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
+                 "--token-file", str(token_file), "--trace-file", env["trace"]], stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
         _wait_health(rport, token)
         plain = mc.client(mistral_url=url)
         plain.workflows.create(WF)
-        rows = {mode: _run_mode(mode, plain, env, args) for mode in ("plain", "state rules", "events")}
+        rows = {mode: _run_mode(mode, plain, env, args) for mode in MODES}
     finally:
         if receiver is not None:
             receiver.terminate()
@@ -221,7 +312,15 @@ def main(argv: list[str] | None = None) -> int:
     print("| client | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for mode, row in rows.items():
-        print(f"| {mode} | " + " | ".join(str(row[c]) for c in cols) + " |")
+        print(f"| {MODES[mode]} | " + " | ".join(str(row[c]) for c in cols) + " |")
+    for mode, row in rows.items():
+        d = row["detail"]
+        print(f"{MODES[mode]}: outdated by resource {d['outdated_by_resource']} (changes {d['changes_by_resource']}), "
+              f"upstream by path {d['upstream_by_path']}")
+        if "events" in d:
+            e = d["events"]
+            print(f"  outdated reads vs their event: applied before the read {e['before_read']}, "
+                  f"after the read {e['after_read']}, none {e['none']}; lags {d['outdated_lags_s']}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "events_freshness.json").write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=2))

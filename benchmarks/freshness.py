@@ -22,6 +22,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mistral_cache import Cache, Clock, Local
@@ -33,7 +34,20 @@ FIXED_REPORTED = (1.0, 10.0, 60.0, 300.0)
 FIXED_SWEEP = (1.0, 3.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 TARGETS = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9)
 PLOT_NAME = "freshness_frontier.png"
+#: The tutorial recipe's fixed TTL (seconds): what the README and the issues call "the tutorial".
+TUTORIAL_TTL = 300
 MISTRAL_PLOT_NAME = "freshness_mistral.png"
+
+
+def tutorial_read(redis: Any, key: str, load: Callable[[], Any], ttl: int = TUTORIAL_TTL) -> Any:
+    """The tutorial recipe, for the benchmarks that compare against it: Redis GET,
+    else ``load()`` and SET with a fixed TTL (JSON), no invalidation, no local tier."""
+    raw = redis.get(key)
+    if raw is not None:
+        return json.loads(raw)
+    value = load()
+    redis.set(key, json.dumps(value), ex=ttl)
+    return value
 
 
 class World:

@@ -96,7 +96,7 @@ class Receiver:
 
     def __init__(self, cache: Any, mistral_url: str, token: bytes, *, max_body: int = MAX_BODY,
                  rate: RateLimit | None = None, allow: Iterable[str] = (), lease: Any = None,
-                 discard: float = 0.0) -> None:
+                 discard: float = 0.0, trace: str | None = None) -> None:
         self.cache, self.mistral_url, self.max_body = cache, mistral_url, max_body
         self._expected = b"Bearer " + token
         self.rate = rate or RateLimit()
@@ -106,6 +106,8 @@ class Receiver:
         self.counts: Counter[str] = Counter()  # events by type, invalidations, rejects by reason...
         self.seen: OrderedDict[str, str | None] = OrderedDict()  # id -> last state an event told
         self._lock = threading.Lock()
+        # Benchmarks only: one JSON line per event applied (when it came, when Redis answered).
+        self._trace = open(trace, "a", encoding="utf-8", buffering=1) if trace else None  # noqa: SIM115
 
     # -- WSGI --------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
@@ -187,7 +189,10 @@ class Receiver:
         """Invalidate what ``event`` changes, in one call (one pipeline); True when
         Redis acknowledged it (False: kept by the cache and replayed)."""
         tags = tags_for(event, self.mistral_url)
+        began = time.time()
         acked = bool(self.cache.invalidate_tags(*tags))
+        if self._trace is not None:
+            self._trace_line(event, began, missed)
         if not missed:
             mark_sender(self.cache, self.mistral_url, event)
         with self._lock:
@@ -200,6 +205,15 @@ class Receiver:
             while len(self.seen) > 100_000:
                 self.seen.popitem(last=False)
         return acked
+
+    def _trace_line(self, event: Event, began: float, missed: bool) -> None:
+        line = json.dumps({"got": began, "done": time.time(), "kind": event.kind, "id": event.id,
+                           "task": event.is_task, "wx": event.workflow_execution_id, "state": event.state,
+                           "missed": missed})
+        trace = self._trace
+        if trace is not None:
+            with self._lock:
+                trace.write(line + "\n")
 
     def last_state(self, ident: str) -> str | None:
         with self._lock:

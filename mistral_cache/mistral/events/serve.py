@@ -45,6 +45,7 @@ class Settings:
     keystone: dict[str, str] | None = field(default=None, repr=False)  # admin credentials for reconciliation
     threads: int = 8
     discard: float = 0.0  # tests only: answer 202 to this fraction of events and drop them
+    trace: str | None = None  # benchmarks only: a JSON line per event applied, to this file
 
 
 @dataclass
@@ -78,7 +79,7 @@ def build(s: Settings) -> Running:
     urls = s.notify_urls or (f"http://{s.listen}/events",)
     lease = LeaseKeeper(cache, s.mistral_url, urls)
     receiver = Receiver(cache, s.mistral_url, s.token, max_body=s.max_body, rate=RateLimit(s.rate, s.burst),
-                        allow=s.allow, lease=lease, discard=s.discard)
+                        allow=s.allow, lease=lease, discard=s.discard, trace=s.trace)
     lease.start()
     reconciler = Reconciler(_mistral_client(s), receiver, s.reconcile).start() if s.reconcile > 0 else None
     return Running(receiver, lease, reconciler)
