@@ -1,0 +1,174 @@
+"""Install and run a real OpenStack Mistral server (23.x) for the integration tests.
+
+    python -m mistral_cache.testing.openstack.mistral_cli COMMAND ...
+    (or scripts/mistral-server COMMAND ..., the same thing)
+
+    install [--force] [--verbose]
+    start [--port 8989] [--backend auto|postgres|sqlite]
+          [--workdir DIR] [--timeout 180]
+          [--keystone-url URL --keystone-password-file F]
+          [--notify-url URL --notify-token-file F]
+    status [--port 8989] [--workdir DIR]
+    stop [--port 8989] [--workdir DIR]
+
+`start` prints the API URL (http://127.0.0.1:PORT/v2) as the last line of
+stdout; everything else goes to stderr.
+
+Back ends:
+  postgres  PostgreSQL + RabbitMQ, a fresh database per port, alembic
+            migrations, `mistral-server` with one process per component
+            (all but the event engine, see PG_COMPONENTS).
+  sqlite    no service needed: scripts/mistral_single_process.py runs API,
+            engine, executor and notifier in ONE process over the in-memory
+            `fake:/` transport, with an SQLite file in the workdir.
+  auto      postgres when both 5432 and 5672 answer on 127.0.0.1 (and the
+            database can be created), else sqlite.
+
+Authentication: with --keystone-url (a Keystone v3 URL, e.g. from
+scripts/keystone-server) the server runs with `[pecan] auth_enable = true` and
+a `[keystone_authtoken]` section that logs in as that Keystone's `admin`
+(project `admin`, domain Default), whose password is read from
+--keystone-password-file: it goes into the 0600 config file and the readiness
+check's request body, never onto a command line. Without it, auth is off and
+every request belongs to "<default-project>". The receiver's bearer token
+(--notify-token-file) and the PostgreSQL password likewise travel in files,
+environments and stdin only.
+
+Environment:
+  MISTRAL_VENV            virtualenv for Mistral (default <repo>/.mistral/venv)
+  MISTRAL_PYTHON          python that creates it (default: this python3)
+  MISTRAL_PG_HOST/_PORT/_USER/_PASSWORD   PostgreSQL (127.0.0.1/5432/postgres)
+  MISTRAL_TRANSPORT_URL   RabbitMQ (rabbit://guest:guest@127.0.0.1:5672/)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .common import LaunchError, StartFailed, log, read_secret
+from .config import KeystoneAuth, Notify
+from .install import install
+from .mistral_server import DEFAULT_PORT, DEFAULT_TIMEOUT, PROG, StartOptions, default_workdir, start, status, stop
+from .pins import MISTRAL
+
+__all__ = ["build_parser", "main"]
+
+
+def _keystone(args: argparse.Namespace) -> KeystoneAuth | None:
+    if not args.keystone_url:
+        return None
+    if not args.keystone_password_file:
+        raise LaunchError("--keystone-url needs --keystone-password-file")
+    try:
+        password = read_secret(args.keystone_password_file)
+    except (OSError, ValueError) as e:
+        raise LaunchError(f"cannot read the Keystone password file {args.keystone_password_file}: {e}") from None
+    return KeystoneAuth(args.keystone_url.rstrip("/"), password, args.token_cache_time)
+
+
+def _notify(args: argparse.Namespace) -> Notify | None:
+    if not args.notify_url:
+        return None
+    if not args.notify_token_file:
+        raise LaunchError("--notify-url needs --notify-token-file (the bearer token never goes on a command line)")
+    try:
+        token = read_secret(args.notify_token_file)
+    except (OSError, ValueError):
+        raise LaunchError("cannot read a token from --notify-token-file") from None
+    if not token:
+        raise LaunchError("--notify-token-file is empty")
+    return Notify(args.notify_url, token)
+
+
+def _workdir(args: argparse.Namespace) -> Path:
+    return Path(args.workdir or default_workdir(args.port)).resolve()
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    install(MISTRAL, PROG, force=args.force, verbose=args.verbose)
+    return 0
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    opts = StartOptions(
+        port=args.port,
+        workdir=Path(args.workdir) if args.workdir else None,
+        backend=args.backend,
+        timeout=args.timeout,
+        keystone=_keystone(args),
+        notify=_notify(args),
+        with_event_engine=args.with_event_engine,
+    )
+    print(start(opts), flush=True)
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    workdir = _workdir(args)
+    log(PROG, f"stopped the server in {workdir}" if stop(workdir) else f"no server running in {workdir}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    return status(_workdir(args), args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
+    sub = parser.add_subparsers(dest="command")
+    p = sub.add_parser("install", help="create the Mistral virtualenv (idempotent)")
+    p.add_argument("--force", action="store_true", help="reinstall from scratch")
+    p.add_argument("--verbose", action="store_true", help="show pip's output")
+    p.set_defaults(func=_cmd_install)
+    for name, func, text in (
+        ("start", _cmd_start, "start a server, wait until it answers"),
+        ("stop", _cmd_stop, "stop the server, drop its database"),
+        ("status", _cmd_status, "is the server running and answering"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--port", type=int, default=DEFAULT_PORT)
+        p.add_argument("--workdir", help="default <repo>/.mistral/run-PORT")
+        p.set_defaults(func=func)
+        if name != "start":
+            continue
+        p.add_argument("--backend", choices=["auto", "postgres", "sqlite"], default="auto")
+        p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the API (default %(default)s)")
+        p.add_argument("--keystone-url", help="turn auth on against this Keystone v3 URL")
+        p.add_argument("--keystone-password-file", help="file holding the Keystone admin password (first line)")
+        p.add_argument(
+            "--token-cache-time", type=int, default=None, help="[keystone_authtoken] token_cache_time (default: keystonemiddleware's 300 s)"
+        )
+        p.add_argument(
+            "--notify-url",
+            help="post every state change to this events receiver ([notifier] type = local, "
+            "notify = webhook, [action_std_http] denied_cidrs emptied)",
+        )
+        p.add_argument("--notify-token-file", help="file holding the receiver's bearer token (first line)")
+        p.add_argument("--with-event-engine", action="store_true", help="postgres: also run the event engine (spins a CPU)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``scripts/mistral-server`` command line; its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        code: int = args.func(args)
+    except StartFailed:
+        return 1  # already explained, with the log's tail
+    except LaunchError as e:
+        log(PROG, f"error: {e}")
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
