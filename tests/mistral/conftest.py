@@ -1,13 +1,14 @@
 """Fixtures for the integration tests against a REAL Mistral server.
 
 ``mistral_url``: ``$MISTRAL_URL`` when set (a server someone already runs);
-otherwise ``scripts/mistral-server install`` and ``start`` on a free loopback
-port, back end from ``$MISTRAL_BACKEND`` (auto, postgres or sqlite; default
-auto = PostgreSQL + RabbitMQ when both answer, else SQLite in one process),
-stopped (and its database dropped) at the end of the session.
+otherwise ``mistral-server install`` and ``start`` (the CLI of
+:mod:`mistral_cache.testing.openstack`, which ``scripts/mistral-server`` runs) on
+a free loopback port, back end from ``$MISTRAL_BACKEND`` (auto, postgres or
+sqlite; default auto = PostgreSQL + RabbitMQ when both answer, else SQLite in one
+process), stopped (and its database dropped) at the end of the session.
 
 A server that cannot be installed or started fails the tests that need it,
-with the script's output and the server log's tail: nothing is skipped.
+with the command's output and the server log's tail: nothing is skipped.
 """
 
 import os
@@ -17,15 +18,23 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "mistral-server"
+MISTRAL_CLI = "mistral_cache.testing.openstack.mistral_cli"  # scripts/mistral-server
+KEYSTONE_CLI = "mistral_cache.testing.openstack.keystone_cli"  # scripts/keystone-server
 INSTALL_TIMEOUT = 1800  # a cold pip install of Mistral takes a few minutes
-START_TIMEOUT = 300  # the script itself gives up on the API after 180 s
+START_TIMEOUT = 300  # the launcher itself gives up on the API after 180 s
+SETUP_SECONDS: dict[str, float] = {}
+# URL -> (port, workdir) of each server these fixtures started (test_server_smoke.py
+# asks scripts/mistral-server for its status).
+STARTED: dict[str, tuple[int, Path]] = {}
+_INSTALLED: set[str] = set()
 
 
 def _free_port() -> int:
@@ -34,24 +43,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(SCRIPT), *args]
+def _run(cli: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", cli, *args]
     try:
-        return subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=str(REPO),
-            check=False,
-        )
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(REPO), check=False)
     except subprocess.TimeoutExpired as e:
-        pytest.fail(
-            "`{}` did not finish in {}s\n{}{}".format(
-                " ".join(cmd), timeout, e.stdout or "", e.stderr or ""
-            ),
-            pytrace=False,
-        )
+        pytest.fail(f"`{' '.join(cmd)}` did not finish in {timeout}s\n{e.stdout or ''}{e.stderr or ''}", pytrace=False)
 
 
 def _fail(what: str, result: subprocess.CompletedProcess) -> None:
@@ -59,6 +56,60 @@ def _fail(what: str, result: subprocess.CompletedProcess) -> None:
         f"{what} failed (exit {result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-12000:]}",
         pytrace=False,
     )
+
+
+def _install(cli: str, timing: str | None = None) -> None:
+    """``install`` once per session (idempotent, but its import check takes seconds)."""
+    if cli in _INSTALLED:
+        return
+    t0 = time.monotonic()
+    installed = _run(cli, "install", timeout=INSTALL_TIMEOUT)
+    if installed.returncode != 0:
+        _fail(f"python -m {cli} install", installed)
+    _INSTALLED.add(cli)
+    if timing:
+        SETUP_SECONDS[timing] = time.monotonic() - t0
+
+
+@contextmanager
+def _server(cli: str, workdir: Path, *options: str, timing: str | None = None) -> Iterator[str]:
+    """Start a server on a free port in ``workdir``, yield the URL it prints, stop it
+    afterwards (a failed start is stopped too, then fails the test with its output).
+    ``options`` hold paths, never secrets: they are shown when the start fails."""
+    t0 = time.monotonic()
+    port = _free_port()
+    location = ["--port", str(port), "--workdir", str(workdir)]
+    started = _run(cli, "start", *location, *options, timeout=START_TIMEOUT)
+    if started.returncode != 0:
+        _run(cli, "stop", *location, timeout=60)
+        _fail(f"python -m {cli} start {' '.join(options)}", started)
+    if timing:
+        SETUP_SECONDS[timing] = time.monotonic() - t0
+    url = started.stdout.strip().splitlines()[-1]
+    STARTED[url] = (port, workdir)
+    try:
+        yield url
+    finally:
+        STARTED.pop(url, None)
+        stopped = _run(cli, "stop", *location, timeout=120)
+        if stopped.returncode != 0:
+            sys.stderr.write(stopped.stdout + stopped.stderr)
+
+
+@contextmanager
+def _mistral(workdir: Path, *options: str, timing: str | None = None) -> Iterator[str]:
+    """A Mistral server (back end from ``$MISTRAL_BACKEND``) with extra start options."""
+    _install(MISTRAL_CLI)
+    with _server(MISTRAL_CLI, workdir, "--backend", os.environ.get("MISTRAL_BACKEND", "auto"), *options, timing=timing) as url:
+        yield url
+
+
+def _private_file(path: Path, secret: str) -> Path:
+    """A secret in a new 0600 file: secrets reach the servers in files, never in argv."""
+    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return path
 
 
 def _bypass_proxy_for_loopback() -> None:
@@ -79,28 +130,14 @@ def plain_mistral_url(tmp_path_factory):
     if url:
         yield url.rstrip("/")
         return
+    with _mistral(tmp_path_factory.mktemp("mistral-server")) as url:
+        yield url
 
-    backend = os.environ.get("MISTRAL_BACKEND", "auto")
-    installed = _run_script("install", timeout=INSTALL_TIMEOUT)
-    if installed.returncode != 0:
-        _fail("scripts/mistral-server install", installed)
 
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("mistral-server")
-    location = ["--port", str(port), "--workdir", str(workdir)]
-    started = _run_script(
-        "start", "--backend", backend, *location, timeout=START_TIMEOUT
-    )
-    if started.returncode != 0:
-        _run_script("stop", *location, timeout=60)
-        _fail(f"scripts/mistral-server start --backend {backend}", started)
-    lines = started.stdout.strip().splitlines()
-    try:
-        yield lines[-1]
-    finally:
-        stopped = _run_script("stop", *location, timeout=120)
-        if stopped.returncode != 0:
-            sys.stderr.write(stopped.stdout + stopped.stderr)
+@pytest.fixture(scope="session")
+def started_servers() -> dict[str, tuple[int, Path]]:
+    """URL -> (port, workdir) of the servers these fixtures started and still run."""
+    return STARTED
 
 
 @pytest.fixture(scope="session")
@@ -119,23 +156,11 @@ def mistral_client(mistral_url):
 # -- Keystone and an authenticated Mistral ---------------------------------------
 # ``keystone``: ``$OS_AUTH_URL`` (admin password in ``$OS_PASSWORD``, user ``admin`` of
 # project ``admin``, as keystone-manage bootstrap makes them) when set; otherwise
-# ``scripts/keystone-server install`` and ``start`` on a free port (SQLite, fernet keys
+# ``keystone-server install`` and ``start`` on a free port (SQLite, fernet keys
 # and a random admin password in a private workdir). ``auth_mistral_url``:
 # ``$MISTRAL_AUTH_URL`` when set (or ``$MISTRAL_URL`` when ``$OS_AUTH_URL`` is set too:
-# that server is the Keystone-backed one); otherwise ``scripts/mistral-server start
+# that server is the Keystone-backed one); otherwise ``mistral-server start
 # --keystone-url ...``. Passwords travel in files and request bodies, never in argv.
-KEYSTONE_SCRIPT = REPO / "scripts" / "keystone-server"
-SETUP_SECONDS: dict[str, float] = {}
-
-
-def _run(script: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(script), *args]
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(REPO), check=False)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"`{' '.join(cmd)}` did not finish in {timeout}s\n{e.stdout or ''}{e.stderr or ''}", pytrace=False)
-
-
 class Keystone:
     """A Keystone v3 endpoint and an admin session on it."""
 
@@ -176,31 +201,12 @@ def keystone(tmp_path_factory) -> Keystone:
         password = os.environ.get("OS_PASSWORD")
         if not password:
             pytest.fail("OS_AUTH_URL is set: OS_PASSWORD must hold the admin password", pytrace=False)
-        path = tmp_path_factory.mktemp("keystone-admin") / "admin-password"
-        fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(password + "\n")
-        yield Keystone(url, path)
+        yield Keystone(url, _private_file(tmp_path_factory.mktemp("keystone-admin") / "admin-password", password))
         return
-    t0 = time.monotonic()
-    installed = _run(KEYSTONE_SCRIPT, "install", timeout=INSTALL_TIMEOUT)
-    if installed.returncode != 0:
-        _fail("scripts/keystone-server install", installed)
-    SETUP_SECONDS["keystone install"] = time.monotonic() - t0
-    t0 = time.monotonic()
+    _install(KEYSTONE_CLI, timing="keystone install")
     workdir = tmp_path_factory.mktemp("keystone-server")
-    location = ["--port", str(_free_port()), "--workdir", str(workdir)]
-    started = _run(KEYSTONE_SCRIPT, "start", *location, timeout=START_TIMEOUT)
-    if started.returncode != 0:
-        _run(KEYSTONE_SCRIPT, "stop", *location, timeout=60)
-        _fail("scripts/keystone-server start", started)
-    SETUP_SECONDS["keystone start"] = time.monotonic() - t0
-    try:
-        yield Keystone(started.stdout.strip().splitlines()[-1], workdir / "admin-password")
-    finally:
-        stopped = _run(KEYSTONE_SCRIPT, "stop", *location, timeout=60)
-        if stopped.returncode != 0:
-            sys.stderr.write(stopped.stdout + stopped.stderr)
+    with _server(KEYSTONE_CLI, workdir, timing="keystone start") as url:
+        yield Keystone(url, workdir / "admin-password")
 
 
 @pytest.fixture(scope="session")
@@ -209,27 +215,9 @@ def auth_mistral_url(keystone, tmp_path_factory):
     if url:
         yield url.rstrip("/")
         return
-    installed = _run_script("install", timeout=INSTALL_TIMEOUT)
-    if installed.returncode != 0:
-        _fail("scripts/mistral-server install", installed)
-    t0 = time.monotonic()
-    backend = os.environ.get("MISTRAL_BACKEND", "auto")
-    workdir = tmp_path_factory.mktemp("mistral-auth-server")
-    location = ["--port", str(_free_port()), "--workdir", str(workdir)]
-    started = _run_script(
-        "start", "--backend", backend, *location, "--keystone-url", keystone.url,
-        "--keystone-password-file", str(keystone.password_file), timeout=START_TIMEOUT,
-    )
-    if started.returncode != 0:
-        _run_script("stop", *location, timeout=60)
-        _fail(f"scripts/mistral-server start --backend {backend} --keystone-url ...", started)
-    SETUP_SECONDS["authenticated mistral start"] = time.monotonic() - t0
-    try:
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        stopped = _run_script("stop", *location, timeout=120)
-        if stopped.returncode != 0:
-            sys.stderr.write(stopped.stdout + stopped.stderr)
+    auth = ["--keystone-url", keystone.url, "--keystone-password-file", str(keystone.password_file)]
+    with _mistral(tmp_path_factory.mktemp("mistral-auth-server"), *auth, timing="authenticated mistral start") as url:
+        yield url
 
 
 @dataclass
@@ -324,30 +312,11 @@ class EventsSetup:
 def events_setup(tmp_path_factory, redis_url):
     _bypass_proxy_for_loopback()
     workdir = tmp_path_factory.mktemp("events")
-    token_file = workdir / "token"
-    fd = os.open(str(token_file), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(32) + "\n")
+    token_file = _private_file(workdir / "token", secrets.token_urlsafe(32))
     receiver_port = _free_port()
-    installed = _run_script("install", timeout=INSTALL_TIMEOUT)
-    if installed.returncode != 0:
-        _fail("scripts/mistral-server install", installed)
-    backend = os.environ.get("MISTRAL_BACKEND", "auto")
-    location = ["--port", str(_free_port()), "--workdir", str(workdir / "mistral")]
-    started = _run_script(
-        "start", "--backend", backend, *location, "--notify-url", f"http://127.0.0.1:{receiver_port}/events",
-        "--notify-token-file", str(token_file), timeout=START_TIMEOUT,
-    )
-    if started.returncode != 0:
-        _run_script("stop", *location, timeout=60)
-        _fail(f"scripts/mistral-server start --backend {backend} --notify-url ...", started)
-    try:
-        yield EventsSetup(started.stdout.strip().splitlines()[-1], receiver_port, token_file, redis_url,
-                          "ev" + uuid.uuid4().hex[:8], workdir)
-    finally:
-        stopped = _run_script("stop", *location, timeout=120)
-        if stopped.returncode != 0:
-            sys.stderr.write(stopped.stdout + stopped.stderr)
+    notify = ["--notify-url", f"http://127.0.0.1:{receiver_port}/events", "--notify-token-file", str(token_file)]
+    with _mistral(workdir / "mistral", *notify) as url:
+        yield EventsSetup(url, receiver_port, token_file, redis_url, "ev" + uuid.uuid4().hex[:8], workdir)
 
 
 class ReceiverProcess:
@@ -432,34 +401,12 @@ def mistral_client_events(events_setup):
 def auth_events_setup(keystone: Keystone, tmp_path_factory, redis_url: str):
     _bypass_proxy_for_loopback()
     workdir = tmp_path_factory.mktemp("auth-events")
-    token_file = workdir / "token"
-    fd = os.open(str(token_file), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(32) + "\n")
+    token_file = _private_file(workdir / "token", secrets.token_urlsafe(32))
     receiver_port = _free_port()
-    installed = _run_script("install", timeout=INSTALL_TIMEOUT)
-    if installed.returncode != 0:
-        _fail("scripts/mistral-server install", installed)
-    t0 = time.monotonic()
-    backend = os.environ.get("MISTRAL_BACKEND", "auto")
-    location = ["--port", str(_free_port()), "--workdir", str(workdir / "mistral")]
-    started = _run_script(
-        "start", "--backend", backend, *location, "--keystone-url", keystone.url,
-        "--keystone-password-file", str(keystone.password_file),
-        "--notify-url", f"http://127.0.0.1:{receiver_port}/events", "--notify-token-file", str(token_file),
-        timeout=START_TIMEOUT,
-    )
-    if started.returncode != 0:
-        _run_script("stop", *location, timeout=60)
-        _fail(f"scripts/mistral-server start --backend {backend} --keystone-url ... --notify-url ...", started)
-    SETUP_SECONDS["authenticated notifying mistral start"] = time.monotonic() - t0
-    try:
-        yield EventsSetup(started.stdout.strip().splitlines()[-1], receiver_port, token_file, redis_url,
-                          "aev" + uuid.uuid4().hex[:8], workdir)
-    finally:
-        stopped = _run_script("stop", *location, timeout=120)
-        if stopped.returncode != 0:
-            sys.stderr.write(stopped.stdout + stopped.stderr)
+    auth = ["--keystone-url", keystone.url, "--keystone-password-file", str(keystone.password_file)]
+    notify = ["--notify-url", f"http://127.0.0.1:{receiver_port}/events", "--notify-token-file", str(token_file)]
+    with _mistral(workdir / "mistral", *auth, *notify, timing="authenticated notifying mistral start") as url:
+        yield EventsSetup(url, receiver_port, token_file, redis_url, "aev" + uuid.uuid4().hex[:8], workdir)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,13 @@
 """The real Mistral server the integration suite runs against answers as
-Mistral does: a workflow runs to SUCCESS, an unknown name is a 404."""
+Mistral does: a workflow runs to SUCCESS, an unknown name is a 404; and
+``scripts/mistral-server`` (a shim over mistral_cache.testing.openstack) reports it."""
 
+import shutil
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from mistralclient.api.base import APIException
@@ -78,3 +83,21 @@ def test_unknown_workflow_is_a_404(mistral_client):
 def test_standard_actions_are_loaded(mistral_client):
     names = {a.name for a in mistral_client.actions.list(limit=1000)}
     assert {"std.echo", "std.noop", "std.sleep", "std.http", "std.fail"} <= names
+
+
+@pytest.mark.parametrize("python", ["project", "python3"])
+def test_the_script_reports_the_running_server(mistral_url, started_servers, python):
+    """The shim runs as before, also under a python3 without the project's dependencies
+    (the launcher is standard library only), and prints the status line callers read."""
+    if mistral_url not in started_servers:
+        pytest.skip("$MISTRAL_URL: a server these tests did not start")
+    interpreter = sys.executable if python == "project" else shutil.which("python3")
+    if interpreter is None:
+        pytest.skip("no python3 on PATH")
+    port, workdir = started_servers[mistral_url]
+    script = Path(__file__).resolve().parents[2] / "scripts" / "mistral-server"
+    result = subprocess.run([interpreter, str(script), "status", "--port", str(port), "--workdir", str(workdir)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("running: pid "), result.stdout
+    assert f", {mistral_url}, API answers 200, workdir {workdir}" in result.stdout
