@@ -101,3 +101,20 @@ def test_the_script_reports_the_running_server(mistral_url, started_servers, pyt
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("running: pid "), result.stdout
     assert f", {mistral_url}, API answers 200, workdir {workdir}" in result.stdout
+
+
+def test_the_database_password_stays_off_command_lines_and_state(monkeypatch, tmp_path):
+    """The PostgreSQL password reaches the create/drop helper on stdin (argv is public
+    in ``ps``) and is not kept in the state file: stop takes it from the environment."""
+    from mistral_cache.testing.openstack import postgres
+
+    calls = []
+    monkeypatch.setattr(postgres.subprocess, "run", lambda cmd, **kw: calls.append((cmd, kw)) or subprocess.CompletedProcess(cmd, 0, ""))
+    params = postgres.PgParams("127.0.0.1", 5432, "postgres", "s3cret-pw")
+    assert postgres.create_database(tmp_path / "python", "db_1", params) == (True, "")
+    (cmd, kw), = calls
+    assert not any("s3cret-pw" in arg for arg in cmd)
+    assert "s3cret-pw" in kw["input"]
+    assert "s3cret-pw" not in repr(params) and "password" not in params.public()
+    monkeypatch.setenv("MISTRAL_PG_PASSWORD", "s3cret-pw")
+    assert postgres.PgParams.from_state(params.public()) == params
