@@ -94,8 +94,11 @@ def _reader(mode: str, url: str, redis_url: str, namespace: str) -> tuple[Any, A
             lambda i: _tasks_value(cached.tasks.list(workflow_execution_id=i)), cached.http_client.session)
 
 
-def poll(mode: str, url: str, redis_url: str, namespace: str, ids: list[str], interval: float) -> dict[str, Any]:
-    """One poller process: every ``interval``, each execution and its task list, until all end."""
+def poll(mode: str, url: str, redis_url: str, namespace: str, ids: list[str], interval: float,
+         stop_file: str = "") -> dict[str, Any]:
+    """One poller process: every ``interval``, each execution and its task list, until
+    it has seen all end (and 0.5 s more), or ``stop_file`` exists (the truth saw them
+    end 3 s ago: the tutorial's pollers never see it), or two minutes passed."""
     _client, ex_state, tasks, session = _reader(mode, url, redis_url, namespace)
     upstream = [0]
     fetched: list[list[Any]] = []  # (time, path) of every upstream request
@@ -109,7 +112,10 @@ def poll(mode: str, url: str, redis_url: str, namespace: str, ids: list[str], in
     session.request = counting
     reads: list[list[Any]] = []
     done: dict[str, float] = {}
-    while len(done) < len(ids) or time.time() - max(done.values()) < 0.5:
+    started = time.time()
+    while (len(done) < len(ids) or time.time() - max(done.values()) < 0.5) and time.time() - started < 120:
+        if stop_file and os.path.exists(stop_file):
+            break
         for ex_id in ids:
             t = time.time()
             state = ex_state(ex_id)
@@ -122,9 +128,9 @@ def poll(mode: str, url: str, redis_url: str, namespace: str, ids: list[str], in
     return {"reads": reads, "upstream": upstream[0], "fetched": fetched}
 
 
-def _truth(plain: Any, ids: list[str], stop: threading.Event) -> list[list[Any]]:
-    """(first time seen, resource, value) of every version, sampled every 50 ms."""
-    wanted, last, out = set(ids), {}, []
+def _truth(plain: Any, ids: list[str], stop: threading.Event, out: list[list[Any]]) -> list[list[Any]]:
+    """(first time seen, resource, value) of every version, sampled every 50 ms, into ``out``."""
+    wanted, last = set(ids), {}
     while not stop.is_set():
         t = time.time()
         values: dict[str, Any] = {}
@@ -225,14 +231,30 @@ def _run_mode(mode: str, plain: Any, env: dict[str, Any], args: argparse.Namespa
     ids = [plain.executions.create("bench_events").id for _ in range(args.executions)]
     stop = threading.Event()
     truth: list[list[Any]] = []
-    sampler = threading.Thread(target=lambda: truth.extend(_truth(plain, ids, stop)), daemon=True)
+    sampler = threading.Thread(target=_truth, args=(plain, ids, stop, truth), daemon=True)
     sampler.start()
+    stop_file = Path(env["trace"]).parent / f"stop-{mode.replace(' ', '-')}"
     namespace = {"events": env["namespace"], "state rules": env["namespace"] + "-rules",
                  "tutorial": "tutorial-" + env["namespace"]}.get(mode, "-")
     cmd = [sys.executable, "-m", "benchmarks.events_freshness", "--poller", mode, env["url"], env["redis_url"],
-           namespace, args.interval_text, *ids]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=str(REPO)) for _ in range(args.pollers)]
-    results = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
+           namespace, args.interval_text, str(stop_file), *ids]
+    outs = [open(stop_file.with_name(f"{stop_file.name}-{i}.json"), "w+") for i in range(args.pollers)]  # noqa: SIM115
+    procs = [subprocess.Popen(cmd, stdout=out, text=True, cwd=str(REPO)) for out in outs]
+    final = ("SUCCESS", "ERROR", "CANCELLED")
+    ended = None
+    while any(p.poll() is None for p in procs):
+        last = {k: v for _, k, v in list(truth)}
+        if ended is None and all(last.get("ex:" + i) in final for i in ids):
+            ended = time.time()
+        if ended is not None and time.time() - ended > 3.0:  # past the state rules' 2 s TTL of a RUNNING execution
+            stop_file.touch()
+        time.sleep(0.1)
+    results = []
+    for p, out in zip(procs, outs, strict=True):
+        p.wait(60)
+        out.seek(0)
+        results.append(json.loads(out.read()))
+        out.close()
     stop.set()
     sampler.join(10)
     events = None
@@ -260,8 +282,8 @@ def _wait_health(port: int, token: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--poller":
-        mode, url, redis_url, namespace, interval, *ids = argv[1:]
-        print(json.dumps(poll(mode, url, redis_url, namespace, ids, float(interval))))
+        mode, url, redis_url, namespace, interval, stop_file, *ids = argv[1:]
+        print(json.dumps(poll(mode, url, redis_url, namespace, ids, float(interval), stop_file)))
         return 0
     p = argparse.ArgumentParser(prog="python -m benchmarks.events_freshness", description=__doc__.split("\n\n")[0])
     p.add_argument("--pollers", type=int, default=4)
