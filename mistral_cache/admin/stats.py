@@ -20,12 +20,12 @@ import redis.exceptions as rex
 
 from ..adaptive import merge_stats
 from ..exceptions import ConfigurationError
-from ..observability.publisher import decode_into, stats_key
+from ..observability.publisher import SECTION_NAMES, decode_into, decode_section, stats_key
 from ..observability.stats import Stats
 from ..tiers.redis import Keyspace, client_options, redact, sync_client_from_url
 from . import options
 
-__all__ = ["collect_stats", "register"]
+__all__ = ["collect_stats", "events_summary", "register"]
 
 log = logging.getLogger("mistral_cache.admin.stats")
 
@@ -53,6 +53,8 @@ def collect_stats(client: Any, namespace: str, *, max_age: float = 300.0) -> dic
     total = Stats()
     processes = []
     learnt: dict[str, list[dict[str, Any]]] = {}
+    merged: dict[str, dict[str, int]] = {name: {} for name in SECTION_NAMES}
+    publishers: dict[str, int] = dict.fromkeys(SECTION_NAMES, 0)
     for field, value in sorted(raw.items()):
         name = field.decode(errors="replace") if isinstance(field, bytes) else str(field)
         try:
@@ -71,10 +73,18 @@ def collect_stats(client: Any, namespace: str, *, max_age: float = 300.0) -> dic
             breaker = data.get("breaker")
             if breaker is not None and not isinstance(breaker, str):
                 raise ValueError("breaker must be a string")
+            raw_sections = data.get("sections") or {}
+            if not isinstance(raw_sections, dict):
+                raise ValueError("sections must be an object")
+            got = {name: decode_section(raw_sections[name]) for name in SECTION_NAMES if name in raw_sections}
         except (ValueError, TypeError, AttributeError, KeyError, OverflowError, RecursionError) as exc:
             log.warning("stats: ignoring the unreadable snapshot of %r: %s", name, type(exc).__name__)
             continue
         total.merge(proc)
+        for section, counters in got.items():
+            publishers[section] += 1
+            for key, n in counters.items():
+                merged[section][key] = merged[section].get(key, 0) + n
         for fn, part in parts.items():
             learnt.setdefault(fn, []).append(part)
         snap = proc.snapshot()
@@ -84,12 +94,27 @@ def collect_stats(client: Any, namespace: str, *, max_age: float = 300.0) -> dic
             "breaker": breaker,
             "hit_rate": snap["hit_rate"],
             "lookups": snap["local_hits"] + snap["redis_hits"] + snap["misses"],
+            "sections": sorted(got),
         })
     out = total.snapshot()
     out["namespace"] = namespace
     out["processes"] = processes
     out["adaptive"] = {fn: merge_stats(parts) for fn, parts in sorted(learnt.items())}
+    out["events"] = events_summary(merged["events"], publishers["events"])
     return out
+
+
+def events_summary(counts: dict[str, int], receivers: int) -> dict[str, Any]:
+    """The events receivers' counters (summed over ``receivers`` processes), grouped:
+    events by type, rejects by reason, invalidations, missed_events (found by
+    reconciliation), unacknowledged (Redis writes kept for replay), discarded."""
+    by_type = {k.partition(".")[2]: v for k, v in sorted(counts.items()) if k.startswith("events.")}
+    rejects = {k.partition(".")[2]: v for k, v in sorted(counts.items()) if k.startswith("rejected.")}
+    return {
+        "receivers": receivers, "events": sum(by_type.values()), "by_type": by_type,
+        "rejected": sum(rejects.values()), "rejected_by_reason": rejects,
+        **{name: counts.get(name, 0) for name in ("invalidations", "missed_events", "unacknowledged", "discarded")},
+    }
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -138,6 +163,15 @@ def _print(data: dict[str, Any], ns: str) -> None:
             q = ad[what]
             if q:
                 print(f"    {what.replace('_', ' '):<16}p10 {q['p10']:.3g}s  p50 {q['p50']:.3g}s  p90 {q['p90']:.3g}s")
+    ev = data.get("events") or {}
+    if ev.get("receivers"):
+        print(f"  events receivers {ev['receivers']}: {ev['events']} events, {ev['invalidations']} invalidations, "
+              f"{ev['missed_events']} missed_events (reconciliation), {ev['rejected']} rejected, "
+              f"{ev['unacknowledged']} unacknowledged")
+        for kind, n in ev["by_type"].items():
+            print(f"    {_printable(kind):<22}{n}")
+        for reason, n in ev["rejected_by_reason"].items():
+            print(f"    rejected {_printable(reason):<13}{n}")
     for proc in data["processes"]:
         phr = proc["hit_rate"]
         print(f"  - {_printable(proc['process'])}: {proc['lookups']} lookups, hit rate {'-' if phr is None else f'{phr:.1%}'}, "

@@ -12,15 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .publisher import cache_stats
+from .publisher import cache_stats, sections
 from .stats import BUCKETS_PER_DECADE, LOW, Histogram
 
 if TYPE_CHECKING:
     from ..cache import Cache
 
 __all__ = [
-    "BREAKER_STATES", "COUNTER_NAMES", "LATENCY_BUCKETS", "CacheCollector", "Sample", "cumulative_buckets",
-    "latency_histograms", "register", "samples", "start_http_server",
+    "BREAKER_STATES", "COUNTER_NAMES", "LATENCY_BUCKETS", "SECTION_LABELS", "CacheCollector", "Sample", "cumulative_buckets",
+    "latency_histograms", "register", "samples", "section_samples", "start_http_server",
 ]
 
 Sample = tuple[str, dict[str, str], float]
@@ -37,6 +37,13 @@ COUNTER_NAMES = {
     "corrupt": "corrupt_entries",
     "rejected": "rejected_values",
     "invalidations": "invalidations",
+}
+#: Counters of a section (:func:`~.publisher.add_section`) named ``<group>.<value>``
+#: become ``mistral_cache_<section>_<metric>_total{<label>="<value>"}``; plain names
+#: ``mistral_cache_<section>_<name>_total``. (section, group) -> (metric, label).
+SECTION_LABELS = {
+    ("events", "events"): ("received", "type"),
+    ("events", "rejected"): ("rejected", "reason"),
 }
 BREAKER_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 #: Upper bounds (seconds) of the exported latency histogram.
@@ -67,6 +74,23 @@ def samples(cache: Cache) -> list[Sample]:
         out.append(("mistral_cache_coherence_connected", ns, 1.0 if coherence["connected"] else 0.0))
         out.append(("mistral_cache_coherence_reconnects_total", ns, float(coherence["reconnects"])))
         out.append(("mistral_cache_coherence_messages_total", ns, float(coherence["received"])))
+    out += section_samples(cache.namespace, sections(cache))
+    return out
+
+
+def section_samples(namespace: str, counters: dict[str, dict[str, int]]) -> list[Sample]:
+    """The samples of attached sections (see :data:`SECTION_LABELS`)."""
+    out: list[Sample] = []
+    for section, values in sorted(counters.items()):
+        for name, value in sorted(values.items()):
+            group, dot, rest = name.partition(".")
+            labels = {"namespace": namespace}
+            if dot and (section, group) in SECTION_LABELS:
+                metric, label = SECTION_LABELS[section, group]
+                labels[label] = rest
+            else:
+                metric = name.replace(".", "_")
+            out.append((f"mistral_cache_{section}_{metric}_total", labels, float(value)))
     return out
 
 

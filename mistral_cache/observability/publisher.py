@@ -2,7 +2,9 @@
 
 One hash per namespace (:func:`stats_key`): a field per publishing process
 (:func:`process_id`), its value a JSON snapshot written by :func:`encode`, with the
-process's adaptive-TTL learning, its breaker state and the time. The command reads
+process's adaptive-TTL learning, its breaker state, the time, and the counters
+other components attach to the cache (:func:`add_section`: the events receiver's
+``events`` section). The command reads
 it back with :func:`decode_into`, which checks every field: anyone who can write
 to Redis can write this hash, and the command must still run.
 
@@ -18,6 +20,8 @@ import os
 import socket
 import threading
 import time
+import weakref
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..adaptive import AdaptiveStats
@@ -28,9 +32,30 @@ if TYPE_CHECKING:
     from ..cache import Cache
 
 __all__ = [
-    "StatsPublisher", "adaptive_stats", "cache_stats", "decode_into", "encode", "process_id", "publish_stats",
-    "start_stats_publisher", "stats_key",
+    "SECTION_NAMES", "StatsPublisher", "adaptive_stats", "add_section", "cache_stats", "decode_into",
+    "decode_section", "encode", "process_id", "publish_stats", "sections", "start_stats_publisher", "stats_key",
 ]
+
+#: The sections ``mistral-cache stats`` reads back (others are ignored there).
+SECTION_NAMES = ("events",)
+
+_SECTIONS: weakref.WeakKeyDictionary[Any, dict[str, Callable[[], Mapping[str, int]]]] = weakref.WeakKeyDictionary()
+_SECTIONS_LOCK = threading.Lock()
+
+
+def add_section(cache: Cache, name: str, counters: Callable[[], Mapping[str, int]]) -> None:
+    """Attach a component's counters to ``cache``: ``counters()`` (flat name -> count,
+    read at publish and scrape time) goes into every published snapshot under
+    ``sections[name]`` and into :func:`~.metrics.samples`. One per name and cache."""
+    with _SECTIONS_LOCK:
+        _SECTIONS.setdefault(cache, {})[name] = counters
+
+
+def sections(cache: Cache) -> dict[str, dict[str, int]]:
+    """The counters attached to ``cache``, read now."""
+    with _SECTIONS_LOCK:
+        providers = dict(_SECTIONS.get(cache, {}))
+    return {name: {str(k): int(v) for k, v in counters().items()} for name, counters in providers.items()}
 
 
 def stats_key(keyspace: Keyspace) -> str:
@@ -93,6 +118,18 @@ def decode_into(total: Stats, data: dict[str, Any]) -> None:
         total.latency[path].merge(h)
 
 
+def decode_section(data: Any) -> dict[str, int]:
+    """A published section's counters (ValueError if it is not flat name -> count)."""
+    if not isinstance(data, dict):
+        raise ValueError("a section must be an object")
+    out = {}
+    for name, value in data.items():
+        if not isinstance(name, str) or len(name) > 200:
+            raise ValueError("a counter name must be a short string")
+        out[name] = _count(value)
+    return out
+
+
 def adaptive_stats(stats: CacheStats) -> dict[str, Any]:
     """Per function with a learning TTL: what it learnt (see :meth:`Adaptive.stats`)."""
     return {name: st.policy.stats(st.fn_name) for name, st in stats.functions.items() if isinstance(st, AdaptiveStats)}
@@ -112,6 +149,9 @@ def publish_stats(cache: Cache, *, ttl: float = 60.0) -> bool:
     snapshot["adaptive"] = adaptive_stats(stats)
     snapshot["ts"] = time.time()
     snapshot["breaker"] = tier.breaker.state
+    extra = sections(cache)
+    if extra:
+        snapshot["sections"] = extra
     key, field, payload = stats_key(cache.keyspace), process_id(cache), json.dumps(snapshot, separators=(",", ":"))
 
     def op(c: Any) -> Any:

@@ -9,7 +9,9 @@ the app only ever *invalidates* -- a forged event costs refetches, never wrong
 data -- and is rate-limited, optionally restricted to source networks.
 
 Routes: ``POST /events`` (202, or a 4xx naming the problem with nothing
-invalidated) and ``GET /health`` (counters and the lease). Both need
+invalidated) and ``GET /health`` (counters and the lease). The counters also
+travel with the cache's statistics (section ``events``): ``mistral-cache
+stats`` and the Prometheus collector show them. Both need
 ``Authorization: Bearer <token>``, compared in constant time.
 """
 
@@ -106,6 +108,9 @@ class Receiver:
         self.counts: Counter[str] = Counter()  # events by type, invalidations, rejects by reason...
         self.seen: OrderedDict[str, str | None] = OrderedDict()  # id -> last state an event told
         self._lock = threading.Lock()
+        from ...observability.publisher import add_section
+
+        add_section(cache, "events", self.counters)  # published with the cache's stats, scraped with them
         # Benchmarks only: one JSON line per event applied (when it came, when Redis answered).
         self._trace = open(trace, "a", encoding="utf-8", buffering=1) if trace else None  # noqa: SIM115
 
@@ -218,6 +223,16 @@ class Receiver:
     def last_state(self, ident: str) -> str | None:
         with self._lock:
             return self.seen.get(ident, "?")
+
+    def counters(self) -> dict[str, int]:
+        """Flat counters for ``mistral-cache stats`` and the Prometheus collector:
+        ``events.<TYPE>``, ``rejected.<reason>``, ``invalidations``, ``missed_events``,
+        ``unacknowledged``, ``discarded`` (the last four always present)."""
+        with self._lock:
+            counts = {k: v for k, v in self.counts.items() if v}
+        for name in ("invalidations", "missed_events", "unacknowledged", "discarded"):
+            counts.setdefault(name, 0)
+        return counts
 
     def health(self) -> dict[str, Any]:
         with self._lock:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...cache import Cache
+from ...observability.publisher import StatsPublisher
 from ...policies import Timeouts
 from .lease import LeaseKeeper
 from .receiver import MAX_BODY, RateLimit, Receiver, load_token
@@ -45,6 +46,8 @@ class Settings:
     keystone: dict[str, str] | None = field(default=None, repr=False)  # admin credentials for reconciliation
     threads: int = 8
     discard: float = 0.0  # tests only: answer 202 to this fraction of events and drop them
+    stats_interval: float = 10.0  # seconds between snapshots published for `mistral-cache stats` (0: off)
+    metrics_listen: str | None = None  # HOST:PORT of a Prometheus /metrics endpoint (None: none)
     trace: str | None = None  # benchmarks only: a JSON line per event applied, to this file
 
 
@@ -53,11 +56,14 @@ class Running:
     receiver: Receiver
     lease: LeaseKeeper
     reconciler: Reconciler | None
+    stats: StatsPublisher | None = None
 
     def stop(self) -> None:
         if self.reconciler is not None:
             self.reconciler.stop()
         self.lease.stop()
+        if self.stats is not None:
+            self.stats.stop()  # publishes the last counts
 
 
 def _mistral_client(s: Settings) -> Any:
@@ -72,7 +78,8 @@ def _mistral_client(s: Settings) -> Any:
 
 
 def build(s: Settings) -> Running:
-    """The receiver, its lease (started: a new epoch) and its reconciliation."""
+    """The receiver, its lease (started: a new epoch), its reconciliation, the
+    publisher of its counters (``mistral-cache stats``) and, if asked, ``/metrics``."""
     # Short timeouts: Mistral's engine waits for our answer to each POST.
     cache = Cache(s.redis_url, namespace=s.namespace, local=None, lock=None, refresh=None,
                   timeouts=Timeouts(socket=0.25, connect=0.25))
@@ -82,7 +89,13 @@ def build(s: Settings) -> Running:
                         allow=s.allow, lease=lease, discard=s.discard, trace=s.trace)
     lease.start()
     reconciler = Reconciler(_mistral_client(s), receiver, s.reconcile).start() if s.reconcile > 0 else None
-    return Running(receiver, lease, reconciler)
+    stats = StatsPublisher(cache, s.stats_interval).start() if s.stats_interval > 0 else None
+    if s.metrics_listen:
+        from ...observability.metrics import start_http_server
+
+        host, _, port = s.metrics_listen.rpartition(":")
+        start_http_server(int(port), cache, addr=host or "127.0.0.1")
+    return Running(receiver, lease, reconciler, stats)
 
 
 def serve(s: Settings, ready: threading.Event | None = None) -> int:
