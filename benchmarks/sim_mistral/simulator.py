@@ -16,6 +16,7 @@ from .api import Api, ServiceTime
 from .definitions import Definitions
 from .dsl import workflow_definition
 from .model import Executions
+from .notifier import Notifier, PostDelay
 from .reads import Reads
 from .schema import DEFAULT_PROJECT, SYSTEM_ACTIONS, Version, ts
 from .server import HttpServer
@@ -164,6 +165,15 @@ class SimulatedMistral:
                headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
         """Serve one request (as the HTTP layer does); return (status, JSON body or None)."""
         return self.api.handle(method, target, body, headers)
+
+    def notify(self, url: str, headers: Mapping[str, str] | None = None, *, delay: PostDelay | None = None,
+               seed: int = 0) -> Notifier:
+        """Start Mistral's webhook notifier (``[notifier] notify`` with one webhook):
+        every execution started from now on names it in ``params.notify``, and every
+        workflow and task state change is POSTed to ``url`` ``delay`` after it
+        commits. ``Notifier.stop()`` ends it."""
+        return Notifier(self.store, self.scheduler, self.executions, url, headers, delay=delay, seed=seed,
+                        clock=self._clock).start()
 
     # -- counters --------------------------------------------------------------------
 

@@ -64,9 +64,13 @@ class Store:
         self.lock = threading.RLock()
         self.records: dict[str, dict[str, Record]] = {kind: {} for kind in KINDS}
         self.history: dict[tuple[str, str], list[Version]] = {}
+        #: Called as ``listener(kind, id, previous value, new value, t)`` on every
+        #: change, under the lock, once it is stored (the notifier's hook).
+        self.listeners: list[Callable[[str, str, Record | None, Record | None, float], None]] = []
 
     def put(self, kind: str, rid: str, rec: JSON | None, t: float) -> Record | None:
         """Store ``rec`` (None deletes) as the resource's next version, true from ``t``."""
+        previous = self.records[kind].get(rid)
         if rec is None:
             self.records[kind].pop(rid, None)
         else:
@@ -74,6 +78,8 @@ class Store:
             self.records[kind][rid] = rec
         versions = self.history.setdefault((kind, rid), [])
         versions.append(Version(len(versions) + 1, t, rec))
+        for listener in self.listeners:
+            listener(kind, rid, previous, rec, t)
         return rec
 
     def update(self, kind: str, rid: str, t: float, **changes: Any) -> Record:

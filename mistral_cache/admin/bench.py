@@ -11,9 +11,11 @@ import argparse
 import importlib
 import sys
 
-__all__ = ["SCENARIOS", "SLOW_SCENARIOS", "register"]
+__all__ = ["SCENARIOS", "SCENARIO_OBJECTS", "SLOW_SCENARIOS", "register"]
 
-SCENARIOS = ["latency", "hitrate", "stampede", "scaling", "adaptive"]
+SCENARIOS = ["latency", "hitrate", "events", "stampede", "scaling", "adaptive"]
+#: Scenarios that are not a module of ``benchmarks/`` of their name: ``module:attribute``.
+SCENARIO_OBJECTS = {"events": "benchmarks.freshness_mistral:EventsScenario"}
 #: run only when named with --scenario: the freshness sweeps take about a minute with
 #: --quick and about 25 minutes without (two dozen policies, each a simulated run)
 SLOW_SCENARIOS = {"adaptive"}
@@ -22,7 +24,7 @@ SLOW_SCENARIOS = {"adaptive"}
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="run the bundled benchmarks (latency, hit rate, stampede, scaling)",
+        help="run the bundled benchmarks (latency, hit rate, events, stampede, scaling)",
         description="Run the bundled benchmarks side by side with cachetools, dogpile.cache, "
         "cashews and aiocache; write results.json, PNG plots and report.md.",
     )
