@@ -49,6 +49,14 @@ __all__ = ["Attempt", "Engine", "Mode"]
 
 log = logging.getLogger("mistral_cache")
 
+#: How fast :attr:`Engine.absent` follows the first reads' outcomes (weight of the newest).
+ABSENT_WEIGHT = 1 / 16
+#: Above this share of first reads finding no live entry, a miss reads and locks in one
+#: script. The script costs ~4-7 us more than a GET or MGET on a hit (pinned, one
+#: CPU); a plain read that finds nothing costs a whole extra round trip (~35 us)
+#: for the lock: the script pays off from about one such read in seven.
+ABSENT_LIKELY = 0.15
+
 
 class Mode(enum.Enum):
     """Why a flow runs."""
@@ -64,7 +72,7 @@ class Attempt:
 
     __slots__ = ("key", "args", "kwargs", "mode", "held", "background", "started", "since", "tags", "entry_key",
                  "lock_key", "gen_keys", "gens", "raw", "expected", "current", "stale", "token", "locked", "prev",
-                 "first", "read_at")
+                 "first", "read_at", "pending", "held_gens", "epoch")
 
     since: int
     tags: tuple[str, ...]
@@ -85,8 +93,11 @@ class Attempt:
         self.token: bytes | None = None
         self.locked = False
         self.prev: Envelope | None = None  # the latest entry seen, fresh or not: a TTL policy learns from its meta
-        self.first: Any = None  # a plain read the wrappers did before the flow (pre_read), and when
+        self.first: Any = None  # the first read's reply, as [entry, *generations] (take_first), and when
         self.read_at = 0.0
+        self.pending: bytes | None = None  # the lock token the first read may take (read_or_acquire)
+        self.held_gens: list[Any] | None = None  # counter values held here, when the first read is a GET
+        self.epoch = 0  # of the held counters, before the first read (Generations.store)
 
     def keeping(self) -> Any:
         """What an early refresher hands out while another caller refreshes."""
@@ -141,6 +152,10 @@ class Engine:
             self.stats = self.policy.bind(self.name, self.stats)
         runtime.register(self)
         self._warned_size = False
+        #: The share of recent first reads of keys not held here that found no live
+        #: entry in Redis (a moving average, updated without a lock: an estimate).
+        #: Starts at 1: a process's first misses take 2 round trips.
+        self.absent = 1.0
 
     # -- keys ------------------------------------------------------------
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -209,46 +224,86 @@ class Engine:
             a.stale = held.value
         return a
 
-    # -- the Redis-hit fast path --------------------------------------------
-    def reads_plainly(self, mode: Mode | None, held: LocalEntry | None) -> bool:
-        """Whether the flow would start with a plain read (not read-and-lock): then the
-        wrappers may do that read themselves, outside the generator (see :meth:`pre_read`)."""
-        return (self.redis is not None and mode is Mode.MISS
-                and (self.lock is None or held is None or self.runtime.timer() < held.created_at + held.ttl))
+    # -- the first read ---------------------------------------------------------
+    def reads_first(self, mode: Mode | None) -> bool:
+        """Whether the wrappers may do the flow's first read themselves (every miss in
+        this process; see :meth:`first_read` and :meth:`pre_read`), so a Redis hit pays
+        for no generator, driver or flow step."""
+        return self.redis is not None and mode is Mode.MISS
 
-    def first_read(self, a: Attempt) -> tuple[Op, list[Any] | None, int]:
-        """The fast path's read: one GET of the entry when the generations are held
-        (:mod:`.generations`), else the MGET of entry and generations, whose counter
-        values are then held. Returns (operation, held values, epoch before reading)."""
+    def first_read(self, a: Attempt) -> Op:
+        """The flow's first Redis read, one round trip whatever it finds:
+
+        - a miss here (``MISS``) that probably finds no live entry in Redis (the value
+          held here passed its TTL; or, for a key not held here, most recent such reads
+          of this function found none: :attr:`absent`) reads and takes the lock in one
+          script, so a miss is 2 round trips, this and the write;
+        - any other miss, probably a Redis hit, reads plainly: one GET of the entry
+          when the generations are held (:mod:`.generations`), else an MGET of the
+          entry and its generations, whose values are then held;
+        - other modes (early, background, refresh) read entry and generations.
+
+        The lock, when taken, is the same one :meth:`_lock` takes (same script
+        semantics, re-read included); its token is ``a.pending`` until the reply says."""
         assert self.redis is not None
-        held = self.runtime.generations
-        values = held.lookup(a.gen_keys)
+        rt, redis, lock, held = self.runtime, self.redis, self.lock, a.held
+        a.read_at = now = rt.timer()
+        if a.mode is not Mode.MISS:
+            return redis.read([a.entry_key, *a.gen_keys])
+        store = rt.generations
+        values = a.held_gens = store.lookup(a.gen_keys)
+        if values is None:
+            a.epoch = store.epoch()
+        if lock is not None and (self.absent >= ABSENT_LIKELY if held is None else now >= held.created_at + held.ttl):
+            token = a.pending = os.urandom(16)
+            keys = [a.entry_key] if values is not None else [a.entry_key, *a.gen_keys]
+            return redis.read_or_acquire(a.lock_key, token, int(lock.timeout * 1000), now, keys)
         if values is not None:
-            return self.redis.get(a.entry_key), values, 0
-        return self.redis.read([a.entry_key, *a.gen_keys]), None, held.epoch()
+            return redis.get(a.entry_key)
+        return redis.read([a.entry_key, *a.gen_keys])
 
-    def first_result(self, a: Attempt, res: Any, values: list[Any] | None, epoch: int) -> Any:
-        """:meth:`first_read`'s reply in the flow's shape: ``[entry, *generations]``."""
+    def read_lost(self, a: Attempt) -> None:
+        """The first read raised: a lock it may have taken on the server (its reply
+        lost) is owed a token-checked release."""
+        if a.pending is not None:
+            self.runtime.invalidator.owe_release(a.lock_key, a.pending)
+
+    def take_first(self, a: Attempt, res: Any) -> None:
+        """Record :meth:`first_read`'s reply on ``a``: ``a.first`` as ``[entry,
+        *generations]`` (or FAILED), the lock if it was taken, the entry decoded once."""
+        token = a.pending
         if res is FAILED:
-            return res
+            a.first = res
+            self.read_lost(a)
+            return
+        values = a.held_gens
+        if token is not None:  # the script: [got, entry, *generations read]
+            a.locked = res[0] == 1
+            a.token = token if a.locked else None
+            res = res[1:]
+        elif values is not None:  # a GET: the entry alone
+            res = [res]
         if values is not None:
-            return [res, *values]
-        self.runtime.generations.store(a.gen_keys, res[1:], epoch)
-        return res
-
-    def pre_read(self, a: Attempt, res: Any, read_at: float) -> Any:
-        """Judge a plain read done outside the flow: the value on a clean Redis hit
-        (the common case, so it pays for no generator, driver or flight), else
-        NO_VALUE, and ``a`` carries the read into :meth:`flow` (no second round trip)."""
-        a.first, a.read_at = res, read_at
-        if res is FAILED:
-            return NO_VALUE
+            res = [res[0], *values]
+        elif a.mode is Mode.MISS:
+            self.runtime.generations.store(a.gen_keys, res[1:], a.epoch)
+        a.first = res
         a.raw, a.gens = res[0], generations(res[1:])
         a.expected = write_id(a.raw)
-        env = a.prev = self._decode(a.raw, a.gens, a)  # decoded once: the flow takes it from here
+        env = a.prev = self._decode(a.raw, a.gens, a)
+        if a.held is None and a.mode is Mode.MISS:  # the predictor of first_read
+            live = 0.0 if env is None or a.read_at >= env.expires_at else 1.0
+            self.absent += (1.0 - live - self.absent) * ABSENT_WEIGHT
+
+    def pre_read(self, a: Attempt, res: Any) -> Any:
+        """Judge the first read done by the wrappers: the value on a clean Redis hit
+        (the common case, so it pays for no generator, driver or flight), else NO_VALUE,
+        and ``a`` carries the read into :meth:`flow` (no second round trip)."""
+        self.take_first(a, res)
+        env = a.prev
         if env is None:
             return NO_VALUE
-        now = max(self.runtime.timer(), read_at)
+        now = max(self.runtime.timer(), a.read_at)
         refresh = self.refresh
         if now < env.expires_at and not (refresh is not None and xfetch_due(now, env.expires_at, env.compute_time, refresh.beta)):
             return self._hit(a, env)
@@ -285,31 +340,20 @@ class Engine:
 
     def _read(self, a: Attempt) -> Flow:
         """(done, value): a hit, a value to keep serving, or (False, None) to go on."""
-        rt, lock = self.runtime, self.lock
+        rt = self.runtime
         assert self.redis is not None
-        # When the value this process held has passed its TTL, the Redis entry has
-        # probably expired too: read it and take the lock in one round trip, so the
-        # miss costs two. Otherwise (never seen here, or only local_ttl ran out)
-        # it is probably a Redis hit, which a plain MGET serves fastest.
         held = a.held
-        if a.first is not None:  # read by the wrappers already
-            res, read_at = a.first, a.read_at
-        elif lock is not None and a.mode is Mode.MISS and held is not None and (read_at := rt.timer()) >= held.created_at + held.ttl:
-            token = os.urandom(16)
-            res = yield from self._lock_call(self.redis.read_or_acquire(
-                a.lock_key, token, int(lock.timeout * 1000), read_at, [a.entry_key, *a.gen_keys]), a.lock_key, token)
-            if res is not FAILED:
-                a.locked, res = res[0] == 1, res[1:]
-            a.token = token if a.locked else None
-        else:
-            read_at = rt.timer()
-            res = yield RedisCall(self.redis.read([a.entry_key, *a.gen_keys]), "read")
-        if res is FAILED:
+        if a.first is None:  # not read by the wrappers already
+            op = self.first_read(a)
+            try:
+                res = yield RedisCall(op, "lock" if a.pending is not None else "read")
+            except BaseException:
+                self.read_lost(a)
+                raise
+            self.take_first(a, res)
+        if a.first is FAILED:
             return False, None
-        if a.first is None:
-            a.raw, a.gens = res[0], generations(res[1:])
-            a.expected = write_id(a.raw)
-            a.prev = self._decode(a.raw, a.gens, a)
+        read_at = a.read_at
         env = a.prev
         now = max(rt.timer(), read_at)  # a clock stepping back must not undo what the script judged
         refresh = self.refresh

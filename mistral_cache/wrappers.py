@@ -84,19 +84,23 @@ class Driver:
             flights.leave(key, flight)
 
     def _lead(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None) -> Any:
-        """The flight's leader: the Redis hit without the generator's machinery when the
-        flow would start with a plain read anyway; otherwise, or on anything but a clean
-        hit, the flow (handed that read: no second round trip)."""
+        """The flight's leader: the flow's first read done here, so a Redis hit pays for
+        no generator machinery; on anything but a clean hit, the flow (handed that
+        read: no second round trip)."""
         engine = self.engine
         a = None
-        if engine.reads_plainly(mode, held):
+        if engine.reads_first(mode):
             redis = engine.redis
             assert redis is not None
             a = engine.attempt(key, args, kwargs, mode, held)
             self.runtime.ensure_listener()
-            read_at = self.runtime.timer()
-            op, values, epoch = engine.first_read(a)
-            value = engine.pre_read(a, engine.first_result(a, redis.run(op, "read"), values, epoch), read_at)
+            op = engine.first_read(a)
+            try:
+                res = redis.run(op, "read")
+            except BaseException:
+                engine.read_lost(a)
+                raise
+            value = engine.pre_read(a, res)
             if value is not NO_VALUE:
                 return value
         return self.drive(engine.flow(key, args, kwargs, mode, held, a), args, kwargs)
@@ -177,14 +181,18 @@ class Driver:
     async def _alead(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None) -> Any:
         engine = self.engine
         a = None
-        if engine.reads_plainly(mode, held):  # as in _lead
+        if engine.reads_first(mode):  # as in _lead
             redis = engine.redis
             assert redis is not None
             a = engine.attempt(key, args, kwargs, mode, held)
             self.runtime.ensure_listener()
-            read_at = self.runtime.timer()
-            op, values, epoch = engine.first_read(a)
-            value = engine.pre_read(a, engine.first_result(a, await redis.arun(op, "read"), values, epoch), read_at)
+            op = engine.first_read(a)
+            try:
+                res = await redis.arun(op, "read")
+            except BaseException:
+                engine.read_lost(a)
+                raise
+            value = engine.pre_read(a, res)
             if value is not NO_VALUE:
                 return value
         return await self.adrive(engine.flow(key, args, kwargs, mode, held, a), args, kwargs)

@@ -15,7 +15,7 @@ import redis.exceptions as rex
 
 from ...serializers import WRITE_ID_OFFSET, WRITE_ID_SIZE
 
-__all__ = ["WRITE_LUA", "ACQUIRE_LUA", "READ_OR_ACQUIRE_LUA", "READ_OR_ACQUIRE_SHA", "BUMP_LUA", "counter_start", "evalsha"]
+__all__ = ["WRITE_LUA", "ACQUIRE_LUA", "READ_OR_ACQUIRE_LUA", "READ_OR_ACQUIRE_SHA", "BUMP_LUA", "counter_start", "evalsha", "sha1"]
 
 # Conditional write: store only if the entry still holds the write id we read
 # before computing (an invalidation or a newer write replaces it, and then our
@@ -49,15 +49,17 @@ return out
 
 
 # The first read of a miss: the entry, and only if there is none (or it is one of
-# ours past its created_at + ttl on the caller's clock, ARGV[3]) the lock, then the
-# generations. A miss is then two round trips (this, and the write). The header
-# is serializers' "!2sBB8sdddI": magic, version, flags, write id, created_at, ttl.
+# ours that is a tombstone or past its created_at + ttl on the caller's clock,
+# ARGV[3]) the lock, then the generations (KEYS[3..], none when the caller holds
+# them). A miss is then two round trips (this, and the write). The header is
+# serializers' "!2sBB8sdddI": magic, version, flags (F_TOMBSTONE = 4), write id,
+# created_at, ttl.
 READ_OR_ACQUIRE_LUA = """
 local entry = redis.call('GET', KEYS[2])
 local live = entry
 if entry and string.len(entry) >= 28 and string.sub(entry, 1, 2) == 'MC' then
   local created, ttl = struct.unpack('>dd', entry, 13)
-  if created + ttl <= tonumber(ARGV[3]) then live = false end
+  if created + ttl <= tonumber(ARGV[3]) or math.floor(string.byte(entry, 4) / 4) % 2 == 1 then live = false end
 end
 local got = 0
 if not live then
@@ -96,14 +98,34 @@ def counter_start() -> str:
     return str((int.from_bytes(os.urandom(8), "big") >> 2) + 2**32)
 
 
-def evalsha(c: Any, sha: str, source: str, keys: list[str], args: list[Any]) -> Any:
-    """EVALSHA, loading the script on NOSCRIPT: redis-py's ``Script`` objects cost
-    a few microseconds more per call, which a Redis hit on this path would pay."""
+def sha1(source: str) -> str:
+    """The id Redis gives a script."""
+    return hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+
+def evalsha(c: Any, sha: str, source: str, keys: list[str], args: list[Any], loaded: set[str] | None = None) -> Any:
+    """Run a script in one round trip, on either client. ``loaded``: the scripts this
+    caller has run on its Redis already; one not in it is sent whole (EVAL, which
+    also caches it on the server), then by id (EVALSHA). A server that lost it
+    (restart, failover, SCRIPT FLUSH, another node of a cluster) answers NOSCRIPT,
+    and it is sent whole again: two round trips, never three (redis-py's ``Script``
+    does EVALSHA, SCRIPT LOAD, EVALSHA, and costs a few microseconds more per call)."""
+    if loaded is not None and sha not in loaded:
+        result = c.eval(source, len(keys), *keys, *args)
+        if not inspect.isawaitable(result):
+            loaded.add(sha)
+            return result
+
+        async def first() -> Any:
+            out = await result
+            loaded.add(sha)
+            return out
+
+        return first()
     try:
         result = c.evalsha(sha, len(keys), *keys, *args)
     except rex.NoScriptError:
-        c.script_load(source)
-        return c.evalsha(sha, len(keys), *keys, *args)
+        return c.eval(source, len(keys), *keys, *args)
     if not inspect.isawaitable(result):
         return result
 
@@ -111,7 +133,6 @@ def evalsha(c: Any, sha: str, source: str, keys: list[str], args: list[Any]) -> 
         try:
             return await result
         except rex.NoScriptError:
-            await c.script_load(source)
-            return await c.evalsha(sha, len(keys), *keys, *args)
+            return await c.eval(source, len(keys), *keys, *args)
 
     return awaited()

@@ -39,7 +39,7 @@ from .connect import (
     topology,
 )
 from .keyspace import COUNTER_TTL
-from .scripts import ACQUIRE_LUA, BUMP_LUA, READ_OR_ACQUIRE_LUA, READ_OR_ACQUIRE_SHA, WRITE_LUA, counter_start, evalsha
+from .scripts import ACQUIRE_LUA, BUMP_LUA, READ_OR_ACQUIRE_LUA, WRITE_LUA, counter_start, evalsha, sha1
 
 __all__ = ["FAILED", "Op", "RedisTier", "sequence"]
 
@@ -176,6 +176,9 @@ def _areplay(first: BaseException, op: Callable[[Any], Any]) -> Callable[[Any], 
     return again
 
 
+_SHAS: dict[str, str] = {}  # script source -> its id
+
+
 #: Longest a Redis entry is kept (TTL plus stale retention): half the counters' TTL.
 class RedisTier:
     """Fail-open access to one Redis deployment, shared by every wrapper of a Cache."""
@@ -210,6 +213,8 @@ class RedisTier:
         self.strict = strict
         self._on_error = on_error
         self._scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+        #: Scripts run on this tier's Redis already (EVALSHA from then on; see :meth:`eval`).
+        self._loaded: set[str] = set()
         self._pending: Pending | None = None
         self._settle_op: Callable[[Owed], Op] = lambda owed: sequence(())
 
@@ -266,6 +271,14 @@ class RedisTier:
         if script is None:
             script = per_client[source] = client.register_script(source)
         return script
+
+    def eval(self, client: Any, source: str, keys: list[str], args: list[Any]) -> Any:
+        """Run one of our scripts in one round trip (:func:`.scripts.evalsha`): whole the
+        first time this tier runs it, by id after that."""
+        sha = _SHAS.get(source)
+        if sha is None:
+            sha = _SHAS[source] = sha1(source)
+        return evalsha(client, sha, source, keys, args, self._loaded)
 
     # -- running operations ---------------------------------------------
     def _failed(self, exc: BaseException, what: str) -> Any:
@@ -384,7 +397,7 @@ class RedisTier:
         def op(c: Any) -> Any:
             if is_cluster(c):
                 return _then(self.read(keys)(c), lambda res: [0, *res])
-            return evalsha(c, READ_OR_ACQUIRE_SHA, READ_OR_ACQUIRE_LUA, [lock_key, *keys], [token, timeout_ms, repr(float(now))])
+            return self.eval(c, READ_OR_ACQUIRE_LUA, [lock_key, *keys], [token, timeout_ms, repr(float(now))])
 
         return op
 
@@ -395,8 +408,8 @@ class RedisTier:
 
         def op(c: Any) -> Any:
             if not is_cluster(c):
-                return self.script(c, ACQUIRE_LUA)(keys=[lock_key, *keys], args=[token, timeout_ms])
-            got = self.script(c, ACQUIRE_LUA)(keys=[lock_key, keys[0]], args=[token, timeout_ms])
+                return self.eval(c, ACQUIRE_LUA, [lock_key, *keys], [token, timeout_ms])
+            got = self.eval(c, ACQUIRE_LUA, [lock_key, keys[0]], [token, timeout_ms])
             # redis-py refuses EVAL in a cluster pipeline: the generations follow in a second round trip
             # (read after the lock is taken: the newest a computation can depend on).
             return _then(got, lambda g: _then(c.mget_nonatomic(keys[1:]) if len(keys) > 1 else [], lambda gens: [*g, *gens]))
@@ -418,7 +431,7 @@ class RedisTier:
         lock release and announcement in one round trip. Returns 1 if written."""
         channel, message = announce or ("", "")
         args = [expected or b"", data, px, token or b"", channel, message, "1" if expected is None else "0"]
-        return lambda c: self.script(c, WRITE_LUA)(keys=[entry_key, lock_key], args=args)
+        return lambda c: self.eval(c, WRITE_LUA, [entry_key, lock_key], args)
 
     @staticmethod
     def put_and_announce(entry_key: str, data: bytes, px: int, channel: str, message: str, wait_ms: int = 0) -> Op:
@@ -463,8 +476,8 @@ class RedisTier:
 
     def release(self, lock_key: str, token: bytes) -> Op:
         """Token-checked release, with redis-py's own Lock script (0 if the lock was lost)."""
-        return lambda c: self.script(c, Lock.LUA_RELEASE_SCRIPT)(keys=[lock_key], args=[token])
+        return lambda c: self.eval(c, Lock.LUA_RELEASE_SCRIPT, [lock_key], [token])
 
     def reacquire(self, lock_key: str, token: bytes, timeout_ms: int) -> Op:
         """Reset a held lock's expiry (redis-py's Lock script); 0 if it was lost meanwhile."""
-        return lambda c: self.script(c, Lock.LUA_REACQUIRE_SCRIPT)(keys=[lock_key], args=[token, timeout_ms])
+        return lambda c: self.eval(c, Lock.LUA_REACQUIRE_SCRIPT, [lock_key], [token, timeout_ms])
