@@ -367,7 +367,7 @@ def events_polling(sim: Any, redis_url: str, *, quick: bool = True, delay: Any =
         running.receiver.cache.close()
         for cache in caches:
             cache.close()
-    changes = sum(n for n in notifier.stats()["by_type"].values())
+    changes = notifier.stats()["changes"]  # state changes of the watched executions and their tasks
     for v, row in result["rows"].items():
         row["upstream"] = counts[v]
         row["upstream_by_path"] = dict(sorted(paths[v].items()))

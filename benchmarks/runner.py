@@ -67,7 +67,9 @@ def _mistral(url: str | None, quick: bool) -> Iterator[tuple[str, Any, str]]:
 
 
 def run(*, quick: bool, scenarios: list[str], redis_url: str | None, mistral_url: str | None,
-        out: str, stream: Any = sys.stderr) -> dict[str, Any]:
+        out: str, stream: Any = None) -> dict[str, Any]:
+    # sys.stderr as it is now, not as it was at import (a test's capture may have replaced it since)
+    stream = sys.stderr if stream is None else stream
     os.makedirs(out, exist_ok=True)
     missing = sorted(pip for mod, pip in PEERS.items() if not have(mod))
 

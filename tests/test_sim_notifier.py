@@ -94,4 +94,4 @@ def test_notifier_posts_each_change_after_it_commits(receiver: _Posts) -> None:
             kind = "tasks" if body["event"].startswith("TASK") else "executions"
             changed = next(v.started_at for v in sim.history(kind, body["id"]) if v.value and v.value["state"] == body["state"])
             assert changed <= t and 0.0 <= lag < delay.cap + 0.1
-        assert notifier.stats()["posted"] == 6 and notifier.stats()["failed"] == 0
+        assert notifier.stats()["posted"] == notifier.stats()["changes"] == 6 and notifier.stats()["failed"] == 0

@@ -90,7 +90,7 @@ class Notifier:
     """Posts every execution and task state change to ``url`` (JSON, with ``headers``,
     e.g. ``{"Authorization": "Bearer ..."}``), ``delay`` after it commits.
 
-    Counters: ``posted``, ``failed`` (dropped, as Mistral drops them), ``by_type``,
+    Counters: ``changes`` (notifications due), ``posted``, ``failed`` (dropped, as Mistral drops them), ``by_type``,
     and ``delays``: each POST's send time less its change's time (seconds).
     """
 
@@ -103,7 +103,7 @@ class Notifier:
         self.rng = random.Random(seed)
         self.tick, self.clock, self.timeout = tick, clock, timeout
         self.publisher: JSON = {"type": "webhook", "url": url, "headers": self.headers}
-        self.posted = self.failed = 0
+        self.changes = self.posted = self.failed = 0  # changes: notifications due, posted or not
         self.by_type: collections.Counter[str] = collections.Counter()
         self.delays: list[float] = []
         self._queue: collections.deque[tuple[float, float, JSON]] = collections.deque()  # (due, change time, body)
@@ -135,6 +135,7 @@ class Notifier:
         # One engine thread posts in commit order; each POST waits for the previous.
         due = max(self._last_due, t + self.delay.draw(self.rng))
         self._last_due = due
+        self.changes += 1
         with self._wake:
             self._queue.append((due, t, body))
             self._wake.notify()
@@ -206,6 +207,6 @@ class Notifier:
         def q(p: float) -> float | None:
             return round(1000 * d[min(len(d) - 1, int(p * len(d)))], 2) if d else None
 
-        return {"posted": self.posted, "failed": self.failed, "by_type": dict(sorted(self.by_type.items())),
+        return {"changes": self.changes, "posted": self.posted, "failed": self.failed, "by_type": dict(sorted(self.by_type.items())),
                 "delay_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": q(1.0)},
                 "pending": len(self._queue)}
