@@ -156,6 +156,7 @@ class Engine:
         #: entry in Redis (a moving average, updated without a lock: an estimate).
         #: Starts at 1: a process's first misses take 2 round trips.
         self.absent = 1.0
+        self._gen_keys = [runtime.keyspace.generation]
 
     # -- keys ------------------------------------------------------------
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -216,10 +217,13 @@ class Engine:
         rt = self.runtime
         a = Attempt(key, args, kwargs, mode, held)
         a.since = self.local.begin() if self.local is not None else 0
-        a.tags = self.tags(args, kwargs)
         ks = rt.keyspace
         a.entry_key, a.lock_key = ks.entry(key), ks.lock(key)
-        a.gen_keys = [ks.generation, *(ks.tag(t) for t in a.tags)]
+        if self.tag_templates:
+            a.tags = self.tags(args, kwargs)
+            a.gen_keys = [ks.generation, *(ks.tag(t) for t in a.tags)]
+        else:  # no tags: the namespace counter alone, one list for every call (never mutated)
+            a.tags, a.gen_keys = (), self._gen_keys
         if held is not None and rt.timer() < held.stale_until:
             a.stale = held.value
         return a
@@ -251,7 +255,7 @@ class Engine:
         if a.mode is not Mode.MISS:
             return redis.read([a.entry_key, *a.gen_keys])
         store = rt.generations
-        values = a.held_gens = store.lookup(a.gen_keys)
+        values = a.held_gens = store.lookup(a.gen_keys) if store.enabled else None
         if values is None:
             a.epoch = store.epoch()
         if lock is not None and (self.absent >= ABSENT_LIKELY if held is None else now >= held.created_at + held.ttl):
@@ -286,7 +290,9 @@ class Engine:
         if values is not None:
             res = [res[0], *values]
         elif a.mode is Mode.MISS:
-            self.runtime.generations.store(a.gen_keys, res[1:], a.epoch)
+            store = self.runtime.generations
+            if store.enabled:  # store() checks again under its lock
+                store.store(a.gen_keys, res[1:], a.epoch)
         a.first = res
         a.raw, a.gens = res[0], generations(res[1:])
         a.expected = write_id(a.raw)
@@ -530,7 +536,8 @@ class Engine:
             self._fill(key, value, now, ttl, compute_time, a.tags, a.since, size)
 
     def _hit(self, a: Attempt, env: Envelope) -> Any:
-        self._fill(a.key, env.value, env.created_at, env.ttl, env.compute_time, a.tags, a.since, 1)
+        if self.local is not None:
+            self._fill(a.key, env.value, env.created_at, env.ttl, env.compute_time, a.tags, a.since, 1)
         self.stats.redis_hits += 1
         self.stats.latency["redis_hit"].add(time.perf_counter() - a.started)
         return env.value
@@ -543,14 +550,18 @@ class Engine:
             return None
         try:
             env = self.runtime.codec.decode(raw, key=a.entry_key)
-            problem = meta_problem(env.meta, len(gens), env.tombstone)
-            if problem:
-                raise SerializationError(problem)
+            meta = env.meta
+            # The common case: a value stored under exactly these generations (a list
+            # equal to ``gens``, all str, is what meta_problem accepts); else the details.
+            if env.tombstone or type(meta) is not dict or meta.get("g") != gens:
+                problem = meta_problem(meta, len(gens), env.tombstone)
+                if problem:
+                    raise SerializationError(problem)
+                if env.tombstone or meta["g"] != gens:
+                    return None
         except SerializationError as exc:
             self.stats.corrupt += 1
             log.warning("%s: discarding an unreadable Redis entry: %s", self.name, exc)
-            return None
-        if env.tombstone or env.meta["g"] != gens:
             return None
         pending = self.runtime.pending
         if pending.owed and pending.blocks(a.key, a.tags, env.created_at):

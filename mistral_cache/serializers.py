@@ -124,6 +124,29 @@ def _json_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+def _json_decode(data: bytes | str) -> Any:
+    """``json.loads`` without its per-call encoding sniffing (three Python calls):
+    UTF-8 bytes, what every writer here produces, go straight to the C decoder;
+    anything json.loads would read otherwise (a NUL in the first four bytes: UTF-16
+    or UTF-32; a UTF-8 BOM; str) takes ``json.loads``, so both accept the same input."""
+    if type(data) is bytes and b"\x00" not in data[:4] and not data.startswith(b"\xef\xbb\xbf"):
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            return json.loads(data)  # raises as it would
+        try:
+            value, end = _SCAN(text, 0)  # the C scanner JSONDecoder.decode ends in
+        except StopIteration:
+            return _DECODE(text)  # leading whitespace, or no value: decode() decides
+        return value if end == len(text) else _DECODE(text)  # trailing text: likewise
+    return json.loads(data)
+
+
+_DECODER = json.JSONDecoder()
+_DECODE = _DECODER.decode
+_SCAN: Any = _DECODER.scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__, untyped in typeshed
+
+
 class JSONSerializer:
     """The default: safe on any input, readable in ``redis-cli``. Tuples come back as lists."""
 
@@ -141,7 +164,7 @@ class JSONSerializer:
         # markers ("__dt__", "__date__", "__set__") appears; a byte scan is cheaper.
         if b'"__' in data:
             return json.loads(data, object_hook=_json_hook)
-        return json.loads(data)
+        return _json_decode(data)
 
 
 class MsgpackSerializer:
@@ -333,7 +356,7 @@ class Codec:
         elif stop < end:
             raise SerializationError("truncated entry")
         try:
-            meta = json.loads(data[HEADER_SIZE:end]) if meta_len else {}
+            meta = _json_decode(data[HEADER_SIZE:end]) if meta_len else {}
             if flags & F_TOMBSTONE:
                 value = None
             else:

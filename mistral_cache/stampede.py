@@ -34,6 +34,8 @@ def soft_deadline(expires_at: float, compute_time: float, beta: float) -> float:
 def xfetch_due(now: float, expires_at: float, compute_time: float, beta: float, rand: Callable[[], float] = random.random) -> bool:
     if beta <= 0 or compute_time <= 0:
         return now >= expires_at
+    if now < expires_at - _WINDOW * beta * compute_time:  # soft_deadline: no roll this early (see above)
+        return False
     r = rand()
     return now - compute_time * beta * math.log(r if r > 0 else 1e-12) >= expires_at
 

@@ -50,6 +50,8 @@ class Driver:
     def call(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], entry: LocalEntry | None) -> Any:
         """Everything after a failed fast local check (the wrapper does that one inline,
         and hands over the ``entry`` it found: the local tier is read once per call)."""
+        if entry is None:  # nothing held here (and always without a local tier)
+            return self.run_flight(key, args, kwargs, Mode.MISS, None)
         value, mode, held = self.engine.local_lookup(entry)
         if value is not NO_VALUE or mode is None:
             return value
@@ -138,6 +140,8 @@ class Driver:
 
     # -- async --------------------------------------------------------------
     async def acall(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], entry: LocalEntry | None) -> Any:
+        if entry is None:
+            return await self.arun_flight(key, args, kwargs, Mode.MISS, None)
         value, mode, held = self.engine.local_lookup(entry)
         if value is not NO_VALUE or mode is None:
             return value
