@@ -165,3 +165,23 @@ def test_stats_ignores_a_forged_events_section(redis_url: str, namespace: str, r
     data = _stats_json(redis_url, namespace)
     assert data["misses"] == 1
     assert data["events"]["by_type"] == {"TASK_LAUNCHED": 2} and data["events"]["receivers"] == 1
+
+
+def test_a_process_first_read_already_knows_the_lease(redis_url: str, namespace: str) -> None:
+    """The read that starts a process's lease watch decides its TTL knowing the lease:
+    else what a process fetches first takes the state rules' TTLs while events flow
+    (seen as refetches of unchanged executions in benchmarks/events_freshness.py)."""
+    from mistral_cache import Cache
+    from mistral_cache.mistral.events.lease import LeaseKeeper, LeaseWatch
+
+    keeper_cache = Cache(redis_url, namespace=namespace, local=None, lock=None, refresh=None)
+    client_cache = Cache(redis_url, namespace=namespace)
+    keeper = LeaseKeeper(keeper_cache, MISTRAL).start()
+    try:
+        watch = LeaseWatch(client_cache, MISTRAL, interval=60.0)
+        watch.ensure()
+        assert watch.live() and watch.epoch == keeper.epoch
+    finally:
+        keeper.stop()
+        keeper_cache.close()
+        client_cache.close()

@@ -13,8 +13,9 @@ noticing the heartbeat gone -- wins the ``NX`` and bumps that tag, so no entry
 written under a dead epoch outlives it by more than ``LEASE_TTL`` plus one watch
 interval (together under the 2 s state-rule TTL of an active resource).
 
-Clients read the lease in a background thread; deciding a TTL reads memory only,
-so a local or Redis hit never pays a round trip for it.
+Clients read the lease in a background thread (and once when a process's first
+read starts the watch); deciding a TTL reads memory only, so a local or Redis hit
+never pays a round trip for it.
 """
 
 from __future__ import annotations
@@ -180,9 +181,17 @@ class LeaseWatch:
         self.started = False
 
     def ensure(self) -> None:
+        """Start watching (the first read of the process calls it). The first look is
+        made here, once per process, so the read that starts the watch already knows
+        whether the stream is live: otherwise what the process fetches in its first
+        ``interval`` would take the state rules' TTLs and be fetched again when they end."""
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
+                    try:
+                        self.check()
+                    except Exception:  # the thread will try again; meanwhile, state rules
+                        log.exception("lease watch")
                     self._thread = threading.Thread(target=self._run, name="mistral-cache-lease-watch", daemon=True)
                     self._thread.start()
                     self.started = True
@@ -191,13 +200,11 @@ class LeaseWatch:
         return time.monotonic() < self.live_until - MARGIN
 
     def _run(self) -> None:
-        while self._cache() is not None:
+        while not self._stop.wait(self.interval) and self._cache() is not None:
             try:
                 self.check()
             except Exception:  # never let the thread die: a dead watch only means state rules
                 log.exception("lease watch")
-            if self._stop.wait(self.interval):
-                return
 
     def check(self) -> None:
         """One look at the lease (public so tests and tools can step it)."""
