@@ -199,9 +199,41 @@ def score(truth: list[list[Any]], results: list[dict[str, Any]],
                               "outdated_lags_s": sorted(round(o["lag"], 3) for o in late)}
     if events is not None:
         detail["events"] = _attribute(late, events)
+        detail["refetches"] = _refetches(versions, results, events)
     return {"reads": reads, "upstream": upstream, "changes": changes, "outdated": outdated,
             "outdated_pct": round(100.0 * outdated / max(reads, 1), 3), "worst_staleness_s": round(worst, 3),
             "upstream_per_change": round(upstream / max(changes, 1), 2), "detail": detail}
+
+
+def _refetches(versions: dict[str, list[tuple[float, Any]]], results: list[dict[str, Any]],
+               events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each upstream request after a resource's first (all pollers): did the truth see
+    the resource change since the previous one, which events were applied between
+    them, and was the previous one another process's (two fetches for one event)."""
+    fetches: dict[str, list[tuple[float, int]]] = {}
+    for proc, r in enumerate(results):
+        for t, path in r.get("fetched", []):
+            parts = [p for p in path.split("/") if p]
+            if len(parts) >= 2 and parts[0] == "executions":
+                key = ("tasks:" if parts[2:] == ["tasks"] else "ex:") + parts[1]
+                fetches.setdefault(key, []).append((t, proc))
+    summary: dict[str, dict[str, int]] = {}
+    rows = []
+    for key, got in fetches.items():
+        kind, ident = key.split(":", 1)
+        seq = versions.get(key, [])
+        mine = sorted((e["done"], e["kind"]) for e in events if e["id"] == ident or e.get("wx") == ident)
+        got.sort()
+        for (prev, prev_proc), (t, proc) in zip(got, got[1:]):
+            # the truth samples every 50 ms: a change it first saw up to 0.1 s after the fetch may be in it
+            changed = any(prev - TOLERANCE < tv <= t + 0.1 for tv, _ in seq[1:])
+            between = sorted({k for d, k in mine if prev < d <= t})
+            label = ("changed" if changed else "unchanged") + " after " + ("+".join(between) or (
+                "no event (the previous fetch was another process's)" if proc != prev_proc else "no event"))
+            summary.setdefault(kind, {})[label] = summary.setdefault(kind, {}).get(label, 0) + 1
+            rows.append({"key": key, "t": t, "prev": prev, "proc": proc, "prev_proc": prev_proc, "changed": changed,
+                         "events": between})
+    return {"summary": {k: dict(sorted(v.items())) for k, v in summary.items()}, "rows": rows}
 
 
 def _attribute(late: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -262,7 +294,10 @@ def _run_mode(mode: str, plain: Any, env: dict[str, Any], args: argparse.Namespa
         wanted = set(ids)
         with open(env["trace"], encoding="utf-8") as f:
             events = [e for e in map(json.loads, f) if e["id"] in wanted or e.get("wx") in wanted]
-    return score(truth, results, events)
+    row = score(truth, results, events)
+    if events is not None:  # for the post-delay analysis: what the truth saw, when each event was applied
+        row["detail"]["truth"], row["detail"]["trace"] = truth, events
+    return row
 
 
 def _wait_health(port: int, token: str) -> None:
@@ -343,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
             e = d["events"]
             print(f"  outdated reads vs their event: applied before the read {e['before_read']}, "
                   f"after the read {e['after_read']}, none {e['none']}; lags {d['outdated_lags_s']}")
+            print(f"  refetches (after the first fetch of each resource), by whether the truth saw it change and the "
+                  f"events between: {d['refetches']['summary']}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "events_freshness.json").write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=2))
