@@ -14,7 +14,9 @@ import redis
 import requests
 
 from mistral_cache import Cache
+from mistral_cache.admin.stats import collect_stats
 from mistral_cache.mistral import CachedMistralClient, scope_for
+from mistral_cache.mistral.events.mapping import parse_event, tags_for
 
 WF = """
 version: '2.0'
@@ -293,5 +295,10 @@ def test_publisher_plugin_through_stevedore(events_setup, tmp_path, rcli):
                       "TASK_SUCCEEDED", None)
     assert rcli.get(tag) != before
     publisher.publish(None, "wx1", {"id": "t1"}, "TASK_SUCCEEDED", None)  # malformed: ignored, counted
-    assert publisher.counts == {"TASK_SUCCEEDED": 1, "rejected": 1}
-    publisher.close()
+    tags = len(tags_for(parse_event({"id": "t1", "project_id": "proj-p", "workflow_execution_id": "wx1"},
+                                    "TASK_SUCCEEDED"), s.url))
+    assert publisher.counts == {"events.TASK_SUCCEEDED": 1, "rejected.event": 1, "invalidations": tags}
+    publisher.close()  # and its last counts are published, as the receiver's are, for `mistral-cache stats`
+    stats = collect_stats(rcli, s.namespace)
+    assert any(f":{os.getpid()}:" in p["process"] and p["sections"] == ["events"] for p in stats["processes"])
+    assert stats["events"]["by_type"]["TASK_SUCCEEDED"] >= 1 and stats["events"]["rejected_by_reason"]["event"] >= 1

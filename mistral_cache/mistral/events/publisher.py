@@ -13,7 +13,9 @@ or ``/etc/mistral/mistral-cache.conf``::
     mistral_url = http://mistral.internal:8989/v2   ; exactly as the clients spell it
 
 The mapping is the receiver's (:func:`.mapping.tags_for`); a malformed event is
-logged and ignored (the engine must not fail a workflow over its cache).
+logged and ignored (the engine must not fail a workflow over its cache). Its
+counters have the receiver's names (``events.<TYPE>``, ``rejected.event``,
+``invalidations``) and are published every 10 s for ``mistral-cache stats``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import threading
 from typing import Any
 
 from ...cache import Cache
+from ...observability.publisher import StatsPublisher, add_section
 from ...policies import Timeouts
 from .lease import PLUGIN_TYPE, LeaseKeeper
 from .mapping import EventError, parse_event, tags_for
@@ -51,13 +54,28 @@ class Publisher:
                            lock=None, refresh=None, timeouts=Timeouts(socket=0.25, connect=0.25))
         self.counts: dict[str, int] = {}
         self._lease: LeaseKeeper | None = None
+        self._stats: StatsPublisher | None = None
         self._lock = threading.Lock()
+        add_section(self.cache, "events", self.counters)
+
+    def counters(self) -> dict[str, int]:
+        """As the receiver's: ``events.<TYPE>``, ``rejected.event``, ``invalidations``..."""
+        with self._lock:
+            counts = dict(self.counts)
+        for name in ("invalidations", "missed_events", "unacknowledged", "discarded"):
+            counts.setdefault(name, 0)
+        return counts
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[name] = self.counts.get(name, 0) + n
 
     def _ensure_lease(self) -> None:
         if self._lease is None:
             with self._lock:
                 if self._lease is None:
                     self._lease = LeaseKeeper(self.cache, self.mistral_url, (f"{PLUGIN_TYPE}:",)).start()
+                    self._stats = StatsPublisher(self.cache).start()
 
     def publish(self, ctx: Any, ex_id: Any, data: Any, event: Any, timestamp: Any, **kwargs: Any) -> None:
         self._ensure_lease()
@@ -65,12 +83,17 @@ class Publisher:
             ev = parse_event(data, event)
         except EventError as exc:
             log.warning("mistral_cache publisher: ignored event %s of %s: %s", str(event)[:40], ex_id, exc)
-            self.counts["rejected"] = self.counts.get("rejected", 0) + 1
+            self._count("rejected.event")
             return
-        self.cache.invalidate_tags(*tags_for(ev, self.mistral_url))
+        tags = tags_for(ev, self.mistral_url)
+        if not self.cache.invalidate_tags(*tags):
+            self._count("unacknowledged")
         mark_sender(self.cache, self.mistral_url, ev)
-        self.counts[ev.kind] = self.counts.get(ev.kind, 0) + 1
+        self._count("events." + ev.kind)
+        self._count("invalidations", len(tags))
 
     def close(self) -> None:
         if self._lease is not None:
             self._lease.stop()
+        if self._stats is not None:
+            self._stats.stop()  # publishes the last counts
