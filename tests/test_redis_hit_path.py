@@ -1,0 +1,85 @@
+"""The Redis hit's direct path (tiers.redis.tier._direct): connections kept between
+hits, never shared with a forked child, dropped when a command fails."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from mistral_cache import Cache
+from mistral_cache.testing import RedisServer
+from mistral_cache.tiers.redis import tier as tier_mod
+
+
+def _payload(x: int) -> dict[str, object]:
+    return {"x": x, "pad": "p" * 100}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_use_the_parent_connections(redis_url: str, namespace: str) -> None:
+    cache = Cache(redis_url, namespace=namespace, local=None)
+    f = cache.cached(ttl=60, key="fk:{x}")(_payload)
+    try:
+        for x in range(20):
+            f(x)
+        for x in list(range(20)) * 3:
+            assert f(x) == _payload(x)  # hits: plain reads once most first reads find entries, on a kept connection
+        assert cache.redis is not None and cache.redis._spares[1]  # kept: the parent's sockets
+        pid = os.fork()
+        if pid == 0:  # the child: none of the parent's kept connections, right values, the parent's stream untouched
+            ok = not cache.redis._spares[1]
+            ok = all(f(x) == _payload(x) for x in range(20) for _ in range(5)) and ok
+            os._exit(0 if ok else 1)
+        parent_ok = all(f(x) == _payload(x) for x in range(20) for _ in range(5))
+        _, status = os.waitpid(pid, 0)
+        assert parent_ok and os.waitstatus_to_exitcode(status) == 0
+        assert f.stats()["redis_hits"] >= 120  # type: ignore[attr-defined]
+    finally:
+        cache.close()
+
+
+def test_threads_share_a_bounded_set_of_kept_connections(redis_url: str, namespace: str) -> None:
+    cache = Cache(redis_url, namespace=namespace, local=None)
+    f = cache.cached(ttl=60, key="th:{x}")(_payload)
+    wrong: list[object] = []
+    try:
+        for x in range(10):
+            f(x)
+
+        def reader() -> None:
+            for i in range(300):
+                value = f(i % 10)
+                if value != _payload(i % 10):
+                    wrong.append(value)
+
+        threads = [threading.Thread(target=reader) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not wrong
+        assert cache.redis is not None
+        _pool, spare = cache.redis._spares
+        assert 1 <= len(spare) <= min(8, tier_mod.SPARE_MAX)
+    finally:
+        cache.close()
+
+
+def test_a_kept_connection_that_fails_is_dropped_and_the_next_hit_reconnects(namespace: str) -> None:
+    with RedisServer() as server:
+        cache = Cache(server.url, namespace=namespace, local=None)
+        f = cache.cached(ttl=60, key="rc:{x}")(_payload)
+        try:
+            f(1)
+            assert f(1) == _payload(1)
+            server.kill()
+            server.restart()  # the kept connection's socket is dead; the value is gone with the server
+            calls = f.stats()["computes"]  # type: ignore[attr-defined]
+            value = f(1)  # fails open on the dead socket (computed), or reconnects and misses
+            assert value == _payload(1)
+            assert f(1) == _payload(1)
+            assert f.stats()["computes"] >= calls + 1  # type: ignore[attr-defined]
+        finally:
+            cache.close()
