@@ -237,15 +237,17 @@ def _refetches(versions: dict[str, list[tuple[float, Any]]], results: list[dict[
 
 
 def _attribute(late: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, Any]:
-    """For each outdated read: the first event about its resource applied after the
-    served version was first seen. ``before_read``: applied before the read started
+    """For each outdated read: the first event about its resource applied after (about)
+    the truth first saw the newer version. ``before_read``: applied before the read started
     (the cache served an outdated value after its invalidation); ``after_read``:
     not yet arrived (Mistral had not posted it yet); ``none``: no such event."""
     out: dict[str, Any] = {"before_read": 0, "after_read": 0, "none": 0, "reads": []}
     for o in late:
         kind, ident = o["key"].split(":", 1)
         mine = [e for e in events if (e["id"] == ident and not e["task"]) or (kind == "tasks" and e.get("wx") == ident)]
-        mine = [e for e in mine if e["done"] >= o["served_seen"]]
+        # the event of the newer version: the truth samples every 50 ms (and its requests take time), so it
+        # may have been applied up to ~0.15 s before the truth first saw that version
+        mine = [e for e in mine if e["done"] >= o["newer_seen"] - 0.15]
         first = min(mine, key=lambda e: e["done"]) if mine else None
         if first is None:
             out["none"] += 1
