@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from typing import Any
 
-__all__ = ["Requests"]
+__all__ = ["POLLER", "WF_STEPS", "Requests", "Truth", "check_pollers_saw_every_change", "entry_pttl"]
 
 
 class Requests:
@@ -27,3 +29,115 @@ class Requests:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+# -- event-driven invalidation against a real Mistral (test_events.py, test_events_plugin.py) --
+# A three-task workflow whose t2 sleeps 4 s: a quiet window where only a TTL could
+# make a poller go upstream.
+WF_STEPS = """
+version: '2.0'
+ev_steps:
+  tasks:
+    t1:
+      action: std.sleep seconds=1
+      on-success: t2
+    t2:
+      action: std.sleep seconds=4
+      on-success: t3
+    t3:
+      action: std.noop
+"""
+
+# A poller process: polls an execution and its task list through CachedMistralClient
+# every 20 ms; prints what it saw when (seen) and its upstream requests (upstream).
+POLLER = r"""
+import json, sys, time
+from mistral_cache import Cache
+from mistral_cache.mistral import CachedMistralClient
+url, redis_url, ns, ex_id, seconds = sys.argv[1:6]
+client = CachedMistralClient(mistral_url=url, cache=Cache(redis_url, namespace=ns))
+session = client.http_client.session
+upstream, original = [], session.request
+def counting(method, u, **kw):
+    upstream.append(time.time())
+    return original(method, u, **kw)
+session.request = counting
+seen, last, done_at, end = [], {}, None, time.time() + float(seconds)
+while time.time() < end:
+    t = time.time()
+    values = {"ex": client.executions.get(ex_id).state,
+              "tasks": sorted([x.name, x.state] for x in client.tasks.list(workflow_execution_id=ex_id))}
+    for k, v in values.items():
+        if last.get(k) != v:
+            last[k] = v
+            seen.append([t, k, v])
+    if values["ex"] == "SUCCESS":
+        done_at = done_at or t
+        if t - done_at > 0.5:
+            break
+    time.sleep(0.02)
+print(json.dumps({"seen": seen, "upstream": upstream}))
+"""
+
+
+def entry_pttl(r: Any, client: Any, manager: str, method: str, *args: Any, **kwargs: Any) -> int:
+    """The Redis PTTL of the entry a cached read of ``client`` would use."""
+    key = client.cache.keyspace.entry(getattr(client, manager).cache_key(method, *args, **kwargs))
+    return int(r.pttl(key))
+
+
+class Truth:
+    """The ground truth: a plain (uncached) client reads the execution and its task
+    list every 20 ms in a thread; ``changes`` holds ``[time, kind, value]`` of each change."""
+
+    def __init__(self, plain: Any, ex_id: str) -> None:
+        self.plain, self.ex_id = plain, ex_id
+        self.changes: list[list[Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def start(self) -> Truth:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[list[Any]]:
+        self._stop.set()
+        self._thread.join(5)
+        return self.changes
+
+    def _sample(self) -> None:
+        last: dict[str, Any] = {}
+        while not self._stop.is_set():
+            t = time.time()
+            values = {"ex": self.plain.executions.get(self.ex_id).state,
+                      "tasks": sorted([x.name, x.state] for x in self.plain.tasks.list(workflow_execution_id=self.ex_id))}
+            for k, v in values.items():
+                if last.get(k) != v:
+                    last[k] = v
+                    self.changes.append([t, k, v])
+            time.sleep(0.02)
+
+
+def check_pollers_saw_every_change(truth: list[list[Any]], results: list[dict[str, Any]]) -> None:
+    """Each poller (a POLLER's output) saw every lasting change within 0.5 s, made no
+    upstream request in a window of more than 2.5 s without a change (the 2 s state
+    rule would make some), and at most 1.5 requests per change in all."""
+    changes = [c for i, c in enumerate(truth)
+               if not any(d[1] == c[1] and 0 < d[0] - c[0] < 0.3 for d in truth[i + 1:])]  # lasting values
+    assert len(changes) >= 5, truth
+    times = sorted(c[0] for c in truth)
+    for result in results:
+        started = result["seen"][0][0]  # judge the changes made once the poller runs
+        for t_true, kind, value in changes:
+            if t_true < started:
+                continue
+            first = [t for t, k, v in result["seen"] if k == kind and v == value]
+            assert first, f"a poller never saw {kind}={value}"
+            assert first[0] - t_true < 0.5, f"{kind}={value} seen {first[0] - t_true:.2f}s after it changed"
+        # Between changes (t2 sleeps 4 s), no upstream request at all: the 2 s state rule would make some.
+        for a, b in zip(times, times[1:]):
+            if b - a > 2.5:
+                quiet = [t for t in result["upstream"] if a + 0.6 < t < b - 0.1]
+                assert not quiet, f"{len(quiet)} upstream requests in a {b - a:.1f}s window without a change"
+    total = sum(len(r["upstream"]) for r in results)
+    assert total <= len(results) * 1.5 * len(truth) + 2 * len(results), (total, len(truth))

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -17,49 +16,9 @@ from mistral_cache import Cache
 from mistral_cache.admin.stats import collect_stats
 from mistral_cache.mistral import CachedMistralClient, scope_for
 from mistral_cache.mistral.events.mapping import parse_event, tags_for
-
-WF = """
-version: '2.0'
-ev_steps:
-  tasks:
-    t1:
-      action: std.sleep seconds=1
-      on-success: t2
-    t2:
-      action: std.sleep seconds=4
-      on-success: t3
-    t3:
-      action: std.noop
-"""
-
-POLLER = r"""
-import json, sys, time
-from mistral_cache import Cache
-from mistral_cache.mistral import CachedMistralClient
-url, redis_url, ns, ex_id, seconds = sys.argv[1:6]
-client = CachedMistralClient(mistral_url=url, cache=Cache(redis_url, namespace=ns))
-session = client.http_client.session
-upstream, original = [], session.request
-def counting(method, u, **kw):
-    upstream.append(time.time())
-    return original(method, u, **kw)
-session.request = counting
-seen, last, done_at, end = [], {}, None, time.time() + float(seconds)
-while time.time() < end:
-    t = time.time()
-    values = {"ex": client.executions.get(ex_id).state,
-              "tasks": sorted([x.name, x.state] for x in client.tasks.list(workflow_execution_id=ex_id))}
-    for k, v in values.items():
-        if last.get(k) != v:
-            last[k] = v
-            seen.append([t, k, v])
-    if values["ex"] == "SUCCESS":
-        done_at = done_at or t
-        if t - done_at > 0.5:
-            break
-    time.sleep(0.02)
-print(json.dumps({"seen": seen, "upstream": upstream}))
-"""
+from tests.mistral.helpers import POLLER, Truth, check_pollers_saw_every_change
+from tests.mistral.helpers import WF_STEPS as WF
+from tests.mistral.helpers import entry_pttl as _entry_pttl
 
 
 def _post(setup, body, token=None, data=None, path="/events", method="POST"):
@@ -96,11 +55,6 @@ def _wait_state(client, ex_id, states=("SUCCESS", "ERROR"), timeout=60.0):
             return state
         time.sleep(0.05)
     pytest.fail(f"execution {ex_id} still not in {states} after {timeout}s")
-
-
-def _entry_pttl(r, client, manager, method, *args, **kwargs):
-    key = client.cache.keyspace.entry(getattr(client, manager).cache_key(method, *args, **kwargs))
-    return r.pttl(key)
 
 
 @pytest.fixture(scope="module")
@@ -156,49 +110,14 @@ def test_pollers_see_every_change_without_polling_upstream(events_setup, receive
     ex = plain.executions.create(wf)
     pollers = [subprocess.Popen([sys.executable, "-c", POLLER, s.url, s.redis_url, s.namespace, ex.id, "30"],
                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    truth, stop = [], threading.Event()
-
-    def sample():  # the ground truth: the plain client every 20 ms
-        last = {}
-        while not stop.is_set():
-            t = time.time()
-            values = {"ex": plain.executions.get(ex.id).state,
-                      "tasks": sorted([x.name, x.state] for x in plain.tasks.list(workflow_execution_id=ex.id))}
-            for k, v in values.items():
-                if last.get(k) != v:
-                    last[k] = v
-                    truth.append([t, k, v])
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    sampler = Truth(plain, ex.id).start()  # the ground truth: the plain client every 20 ms
     # A RUNNING execution read through the facade is cached with the event-backed TTL.
     client = _client(s)
     time.sleep(0.5)
     assert client.executions.get(ex.id).state == "RUNNING"
     assert _entry_pttl(rcli, client, "executions", "get", ex.id) > 60_000
     results = [json.loads(p.communicate(timeout=60)[0]) for p in pollers]
-    stop.set()
-    sampler.join(5)
-    changes = [c for i, c in enumerate(truth)
-               if not any(d[1] == c[1] and 0 < d[0] - c[0] < 0.3 for d in truth[i + 1:])]  # lasting values
-    assert len(changes) >= 5, truth
-    times = sorted(c[0] for c in truth)
-    for result in results:
-        started = result["seen"][0][0]  # judge the changes made once the poller runs
-        for t_true, kind, value in changes:
-            if t_true < started:
-                continue
-            first = [t for t, k, v in result["seen"] if k == kind and v == value]
-            assert first, f"a poller never saw {kind}={value}"
-            assert first[0] - t_true < 0.5, f"{kind}={value} seen {first[0] - t_true:.2f}s after it changed"
-        # Between changes (t2 sleeps 4 s), no upstream request at all: the 2 s state rule would make some.
-        for a, b in zip(times, times[1:]):
-            if b - a > 2.5:
-                quiet = [t for t in result["upstream"] if a + 0.6 < t < b - 0.1]
-                assert not quiet, f"{len(quiet)} upstream requests in a {b - a:.1f}s window without a change"
-    total = sum(len(r["upstream"]) for r in results)
-    assert total <= 2 * 1.5 * len(truth) + 4, (total, len(truth))
+    check_pollers_saw_every_change(sampler.stop(), results)
 
 
 def test_two_projects_invalidate_only_their_own_scope(events_setup, receiver, wf, mistral_client_events, rcli):
