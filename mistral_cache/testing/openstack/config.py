@@ -1,8 +1,9 @@
 """The configuration files of the test servers, rewritten at every start.
 
 ``mistral.conf`` may hold the Keystone admin password, the database password
-and the events receiver's bearer token, so it is written 0600; nothing secret
-is ever passed on a command line. ``keystone.conf`` holds no secret (the admin
+and the events receiver's bearer token, so it is written 0600; so is the
+publisher plugin's ``mistral-cache.conf`` (its Redis URL may carry a password).
+Nothing secret is ever passed on a command line. ``keystone.conf`` holds no secret (the admin
 password only reaches ``keystone-manage bootstrap``, in its environment).
 """
 
@@ -10,12 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .common import HOST, write_private
 
-__all__ = ["KeystoneAuth", "Notify", "render_mistral_config", "write_keystone_config", "write_mistral_config"]
+__all__ = [
+    "PLUGIN_NAMESPACE", "PLUGIN_TYPE", "PUBLISHER_CONFIG_VARIABLE", "KeystoneAuth", "Notify", "Plugin",
+    "render_mistral_config", "render_publisher_config", "write_keystone_config", "write_mistral_config", "write_publisher_config",
+]
 
 KEY_REPOSITORIES = ("fernet-tokens", "fernet-receipts", "credential-keys")
 
@@ -37,6 +42,62 @@ class Notify:
     token: str = field(repr=False)
 
 
+#: Where the publisher plugin (mistral_cache.mistral.events.publisher) reads its settings.
+PUBLISHER_CONFIG_VARIABLE = "MISTRAL_CACHE_PUBLISHER_CONFIG"
+#: Its entry point in ``mistral.notification.publishers`` (setup.cfg), the ``type`` in ``notify``.
+PLUGIN_NAMESPACE = "mistral.notification.publishers"
+PLUGIN_TYPE = "mistral_cache"
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """This project's publisher plugin, run by Mistral's notifier inside the engine.
+
+    Its settings go to its own 0600 file (``$MISTRAL_CACHE_PUBLISHER_CONFIG`` in the
+    server's environment), not into ``notify``: the engine copies ``notify`` into
+    every execution's ``params``, which any reader of the execution sees."""
+
+    redis_url: str  # without a password
+    namespace: str = "default"
+    password: str | None = field(default=None, repr=False)
+
+    def url_with_password(self) -> str:
+        if not self.password:
+            return self.redis_url
+        parts = urllib.parse.urlsplit(self.redis_url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError("a Redis password goes into a redis:// or rediss:// URL only")
+        user = urllib.parse.quote(urllib.parse.unquote(parts.username or ""), safe="")
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        netloc = f"{user}:{urllib.parse.quote(self.password, safe='')}@{host}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def render_publisher_config(plugin: Plugin, mistral_url: str) -> str:
+    """The plugin's ``[publisher]`` section. ConfigParser interpolates ``%``: doubled."""
+
+    def value(text: str) -> str:
+        if "\n" in text or "\r" in text:
+            raise ValueError("a publisher setting holds a line break")
+        return text.replace("%", "%%")
+
+    return (
+        "# Written by scripts/mistral-server; rewritten at every start.\n"
+        "[publisher]\n"
+        f"redis_url = {value(plugin.url_with_password())}\n"
+        f"namespace = {value(plugin.namespace)}\n"
+        f"mistral_url = {value(mistral_url)}\n"
+    )
+
+
+def write_publisher_config(path: Path, plugin: Plugin, mistral_url: str) -> None:
+    """Write the plugin's ``mistral-cache.conf`` (0600: the Redis URL may hold a password)."""
+    write_private(path, render_publisher_config(plugin, mistral_url))
+
+
 def _policy(workdir: Path, keystone: KeystoneAuth | None) -> Path:
     policy_file = workdir / "policy.yaml"
     if keystone:
@@ -55,16 +116,18 @@ def render_mistral_config(
     transport_url: str,
     keystone: KeystoneAuth | None = None,
     notify: Notify | None = None,
+    plugin: Plugin | None = None,
 ) -> str:
     """The text of ``mistral.conf``.
 
     Topics and the exchange carry the port: servers sharing one RabbitMQ vhost
     (two test sessions, two engineers) must not take each other's RPC messages.
-    With a receiver the engine runs the notifier itself (and waits for each POST).
+    With a receiver or the plugin the engine runs the notifier itself (and waits
+    for each POST, or for the plugin's Redis writes).
     """
     suffix = f"_{port}"
     executor_type = "local" if backend == "sqlite" else "remote"
-    notifier_type = "local" if backend == "sqlite" or notify else "remote"
+    notifier_type = "local" if backend == "sqlite" or notify or plugin else "remote"
     text = f"""\
 # Written by scripts/mistral-server; rewritten at every start.
 [DEFAULT]
@@ -112,12 +175,19 @@ run_in_api = false
 type = {notifier_type}
 topic = mistral_notifier{suffix}
 """
+    publishers: list[dict[str, object]] = []
     if notify:
         # Every execution's state changes, posted to the events receiver. The token
         # comes from a file into this 0600 config (Mistral also copies it into each
         # execution's params: it is a low-trust secret, the receiver only invalidates).
-        hook = {"type": "webhook", "url": notify.url, "headers": {"Authorization": "Bearer " + notify.token}}
-        text += f"notify = {json.dumps([hook])}\n"
+        publishers.append({"type": "webhook", "url": notify.url, "headers": {"Authorization": "Bearer " + notify.token}})
+    if plugin:
+        # The plugin takes no parameters here (they would be copied into every
+        # execution's params): it reads $MISTRAL_CACHE_PUBLISHER_CONFIG.
+        publishers.append({"type": PLUGIN_TYPE})
+    if publishers:
+        text += f"notify = {json.dumps(publishers)}\n"
+    if notify:
         text += """
 [action_std_http]
 # The default deny-list holds loopback, where the test receiver listens.
@@ -149,10 +219,11 @@ def write_mistral_config(
     transport_url: str,
     keystone: KeystoneAuth | None = None,
     notify: Notify | None = None,
+    plugin: Plugin | None = None,
 ) -> None:
     """Write ``mistral.conf`` (0600) and the policy file next to it."""
     policy_file = _policy(workdir, keystone)
-    write_private(path, render_mistral_config(port, backend, policy_file, database_url, transport_url, keystone, notify))
+    write_private(path, render_mistral_config(port, backend, policy_file, database_url, transport_url, keystone, notify, plugin))
 
 
 _KEYSTONE_CONF = """\

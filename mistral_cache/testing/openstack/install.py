@@ -14,13 +14,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .common import REPO, LaunchError, log
 
-__all__ = ["VenvSpec", "install", "installed_ok"]
+__all__ = ["VenvSpec", "install", "install_project", "installed_ok", "plugin_fingerprint"]
 
 MARKER = ".mistral-cache-install"
 
@@ -100,3 +101,95 @@ def install(spec: VenvSpec, prog: str, *, force: bool = False, verbose: bool = F
         raise LaunchError(f"{spec.name} installed but does not import (see above)")
     (venv / MARKER).write_text(spec.fingerprint + "\n")
     log(prog, f"installed {spec.name} into {venv} in {time.monotonic() - started:.0f}s")
+
+
+# -- this project inside the server's virtualenv (the publisher plugin) -------------
+PLUGIN_MARKER = ".mistral-cache-plugin"
+# What goes into this project's wheel: the fingerprint covers exactly these, as on disk
+# (uncommitted edits included), so an unchanged tree reuses the install.
+PLUGIN_SOURCES = ("setup.cfg", "pyproject.toml", "README.rst", "mistral_cache", "benchmarks")
+
+
+def _plugin_files(project: Path) -> list[Path]:
+    files: list[Path] = []
+    for name in PLUGIN_SOURCES:
+        top = project / name
+        if top.is_file():
+            files.append(top)
+            continue
+        for path in sorted(top.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo"):
+                files.append(path)
+    return files
+
+
+def plugin_fingerprint(project: Path = REPO) -> str:
+    """A hash of the project files the install copies (paths and contents)."""
+    digest = hashlib.sha256()
+    for path in _plugin_files(project):
+        digest.update(str(path.relative_to(project)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _plugin_loads(spec: VenvSpec, namespace: str, name: str) -> subprocess.CompletedProcess[str]:
+    """Load the entry point as the server does (stevedore), without instantiating it."""
+    code = (
+        "from importlib.metadata import entry_points\n"
+        "from stevedore import driver\n"
+        f"found = [ep for ep in entry_points(group={namespace!r}) if ep.name == {name!r}]\n"
+        "assert found, 'no such entry point'\n"
+        "found[0].load()  # an import error shows here with its traceback\n"
+        f"driver.DriverManager({namespace!r}, {name!r}, invoke_on_load=False)\n"
+    )
+    # Run from the virtualenv: from a checkout, ``-c`` would import the checkout's code.
+    return subprocess.run(
+        [str(spec.bin("python")), "-W", "ignore", "-c", code], capture_output=True, text=True, cwd=str(spec.venv), check=False
+    )
+
+
+def install_project(spec: VenvSpec, prog: str, namespace: str, name: str, project: Path = REPO) -> None:
+    """Install this project (no extras, from the source tree) into the server's
+    virtualenv, under the server's constraints, and check that the entry point
+    ``name`` of ``namespace`` loads there. A no-op while the marker matches the
+    tree's :func:`plugin_fingerprint` and the entry point loads; the server's own
+    pins (and its install marker) are left alone. Serialised by a lock file: two
+    sessions may start servers from the same virtualenv at once."""
+    import fcntl  # POSIX only, as the servers
+
+    if not spec.bin("python").exists():
+        raise LaunchError(f"{spec.name} is not installed in {spec.venv}")
+    with open(spec.venv / (PLUGIN_MARKER + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fingerprint = plugin_fingerprint(project)
+        marker = spec.venv / PLUGIN_MARKER
+        if marker.exists() and marker.read_text().strip() == fingerprint and _plugin_loads(spec, namespace, name).returncode == 0:
+            log(prog, f"this project is already installed in {spec.venv}")
+            return
+        started = time.monotonic()
+        marker.unlink(missing_ok=True)
+        pip = [str(spec.bin("python")), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--quiet"]
+        constraints = spec.venv / spec.constraints_file
+        if not constraints.exists():
+            constraints.write_text(spec.constraints.lstrip())
+        with tempfile.TemporaryDirectory(prefix="mistral-cache-src-") as tmp:
+            # A copy: pip builds in the source directory, and others work in this checkout.
+            src = Path(tmp) / "src"
+            for path in _plugin_files(project):
+                target = src / path.relative_to(project)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+            log(prog, f"pip install {project} into {spec.venv} (constraints: {constraints})")
+            # Its dependencies within the server's pins (a conflict fails here, and is not
+            # retried without them), then the project itself again whatever its version says.
+            if subprocess.run([*pip, "-c", str(constraints), str(src)], check=False).returncode != 0:
+                raise LaunchError(f"pip could not install this project into {spec.venv} within {spec.name}'s constraints (see above)")
+            if subprocess.run([*pip, "--no-deps", "--force-reinstall", str(src)], check=False).returncode != 0:
+                raise LaunchError(f"pip could not reinstall this project into {spec.venv} (see above)")
+        check = subprocess.run([str(spec.bin("python")), "-m", "pip", "check"], capture_output=True, text=True, check=False)
+        if check.returncode != 0:
+            raise LaunchError(f"{spec.name}'s virtualenv is inconsistent after installing this project:\n{check.stdout}{check.stderr}")
+        loaded = _plugin_loads(spec, namespace, name)
+        if loaded.returncode != 0:
+            raise LaunchError(f"installed, but {spec.name}'s python cannot load {namespace}:{name}:\n{loaded.stderr.strip()[-1500:]}")
+        marker.write_text(fingerprint + "\n")
+        log(prog, f"installed this project into {spec.venv} in {time.monotonic() - started:.0f}s")

@@ -8,6 +8,8 @@
           [--workdir DIR] [--timeout 180]
           [--keystone-url URL --keystone-password-file F]
           [--notify-url URL --notify-token-file F]
+          [--notify-plugin REDIS_URL [--notify-plugin-password-file F]
+           [--notify-plugin-namespace NS]]
     status [--port 8989] [--workdir DIR]
     stop [--port 8989] [--workdir DIR]
 
@@ -34,6 +36,16 @@ every request belongs to "<default-project>". The receiver's bearer token
 (--notify-token-file) and the PostgreSQL password likewise travel in files,
 environments and stdin only.
 
+Publisher plugin: with --notify-plugin REDIS_URL this project (no extras, from
+the source tree, within Mistral's constraints) is installed into Mistral's
+virtualenv, reinstalled only when its files change, and the engine runs its
+publisher (`[notifier] type = local`, `notify = [{"type": "mistral_cache"}]`),
+which invalidates straight into that Redis under --notify-plugin-namespace
+(default "default", as mistral_cache.Cache). Its settings go to the 0600
+<workdir>/mistral-cache.conf named by $MISTRAL_CACHE_PUBLISHER_CONFIG in the
+server's environment; a Redis password comes from --notify-plugin-password-file
+(the URL on the command line must not carry one). It combines with --notify-url.
+
 Environment:
   MISTRAL_VENV            virtualenv for Mistral (default <repo>/.mistral/venv)
   MISTRAL_PYTHON          python that creates it (default: this python3)
@@ -45,11 +57,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
 from .common import LaunchError, StartFailed, log, read_secret
-from .config import KeystoneAuth, Notify
+from .config import KeystoneAuth, Notify, Plugin
 from .install import install
 from .mistral_server import DEFAULT_PORT, DEFAULT_TIMEOUT, PROG, StartOptions, default_workdir, start, status, stop
 from .pins import MISTRAL
@@ -83,6 +96,33 @@ def _notify(args: argparse.Namespace) -> Notify | None:
     return Notify(args.notify_url, token)
 
 
+def _plugin(args: argparse.Namespace) -> Plugin | None:
+    if not args.notify_plugin:
+        if args.notify_plugin_password_file or args.notify_plugin_namespace:
+            raise LaunchError("--notify-plugin-password-file and --notify-plugin-namespace need --notify-plugin")
+        return None
+    url = args.notify_plugin
+    try:
+        parts = urllib.parse.urlsplit(url)
+        has_password = parts.password is not None or "password=" in parts.query
+    except ValueError:
+        raise LaunchError("--notify-plugin is not a URL") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise LaunchError("--notify-plugin takes a redis://, rediss:// or unix:// URL")
+    if has_password:
+        # Refused without echoing it: the URL was on a command line already.
+        raise LaunchError("the --notify-plugin URL must not carry a password: use --notify-plugin-password-file")
+    password = None
+    if args.notify_plugin_password_file:
+        try:
+            password = read_secret(args.notify_plugin_password_file)
+        except (OSError, ValueError):
+            raise LaunchError("cannot read a password from --notify-plugin-password-file") from None
+        if not password:
+            raise LaunchError("--notify-plugin-password-file is empty")
+    return Plugin(url, args.notify_plugin_namespace or "default", password)
+
+
 def _workdir(args: argparse.Namespace) -> Path:
     return Path(args.workdir or default_workdir(args.port)).resolve()
 
@@ -100,6 +140,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         keystone=_keystone(args),
         notify=_notify(args),
+        plugin=_plugin(args),
         with_event_engine=args.with_event_engine,
     )
     print(start(opts), flush=True)
@@ -149,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
             "notify = webhook, [action_std_http] denied_cidrs emptied)",
         )
         p.add_argument("--notify-token-file", help="file holding the receiver's bearer token (first line)")
+        p.add_argument(
+            "--notify-plugin",
+            metavar="REDIS_URL",
+            help="install this project into Mistral's virtualenv and run its publisher plugin on every state change "
+            "([notifier] type = local, notify = mistral_cache), invalidating in this Redis (no password in it)",
+        )
+        p.add_argument("--notify-plugin-password-file", help="file holding that Redis's password (first line)")
+        p.add_argument("--notify-plugin-namespace", help="the cache namespace the plugin invalidates (default: default)")
         p.add_argument("--with-event-engine", action="store_true", help="postgres: also run the event engine (spins a CPU)")
     return parser
 

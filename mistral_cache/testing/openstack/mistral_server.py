@@ -6,6 +6,10 @@ alembic migrations, ``mistral-server`` with one process per component) and
 component in ONE process over the in-memory ``fake:/`` transport). ``auto``
 takes postgres when both 5432 and 5672 answer and the database can be created.
 
+With ``StartOptions.plugin`` this project is installed into Mistral's virtualenv
+(:func:`.install.install_project`) and the engine's notifier runs its publisher
+plugin, which reads the 0600 ``mistral-cache.conf`` of the workdir.
+
 A server is "ready" only when its API answers AND every back-end component
 has logged that it consumes its RPC topic: with RabbitMQ the API may be up
 before the engine's queue exists, and a call published then is lost.
@@ -40,8 +44,17 @@ from .common import (
     tail,
     write_json,
 )
-from .config import KeystoneAuth, Notify, write_mistral_config
-from .install import install, installed_ok
+from .config import (
+    PLUGIN_NAMESPACE,
+    PLUGIN_TYPE,
+    PUBLISHER_CONFIG_VARIABLE,
+    KeystoneAuth,
+    Notify,
+    Plugin,
+    write_mistral_config,
+    write_publisher_config,
+)
+from .install import install, install_project, installed_ok
 from .pins import MISTRAL
 from .postgres import PgParams, create_database, database_url, drop_database
 
@@ -69,6 +82,7 @@ class StartOptions:
     timeout: float = DEFAULT_TIMEOUT
     keystone: KeystoneAuth | None = None
     notify: Notify | None = None
+    plugin: Plugin | None = None  # this project's publisher plugin, installed into Mistral's venv
     with_event_engine: bool = False
 
 
@@ -154,7 +168,9 @@ def _prepare_postgres(opts: StartOptions, workdir: Path, state: dict[str, Any], 
             return None
         raise LaunchError(f"could not create database {db}:\n{out}")
     transport = os.environ.get("MISTRAL_TRANSPORT_URL", DEFAULT_TRANSPORT_URL)
-    write_mistral_config(conf, opts.port, "postgres", workdir, database_url(params, db), transport, opts.keystone, opts.notify)
+    write_mistral_config(
+        conf, opts.port, "postgres", workdir, database_url(params, db), transport, opts.keystone, opts.notify, opts.plugin
+    )
     state.update(backend="postgres", database=db, pg=params.public())
     write_json(_state_path(workdir), state)
     manage = str(MISTRAL.bin("mistral-db-manage"))
@@ -172,7 +188,7 @@ def _prepare_sqlite(opts: StartOptions, workdir: Path, state: dict[str, Any], co
     for leftover in workdir.glob("mistral.sqlite*"):
         leftover.unlink()  # a fresh database for each start
     database = workdir / "mistral.sqlite"
-    write_mistral_config(conf, opts.port, "sqlite", workdir, f"sqlite:///{database}", "fake:/", opts.keystone, opts.notify)
+    write_mistral_config(conf, opts.port, "sqlite", workdir, f"sqlite:///{database}", "fake:/", opts.keystone, opts.notify, opts.plugin)
     state.update(backend="sqlite", database=str(database))
     write_json(_state_path(workdir), state)
     return [str(MISTRAL.bin("python")), str(SINGLE_PROCESS_LAUNCHER), "--config-file", str(conf)]
@@ -184,6 +200,9 @@ def start(opts: StartOptions) -> str:
     port = opts.port
     workdir = (opts.workdir or default_workdir(port)).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    # Owner-only, as Keystone's: the config, the SQLite database (execution params hold
+    # the receiver's token) and the plugin's settings live here.
+    os.chmod(workdir, 0o700)
     url = f"http://{HOST}:{port}/v2"
     keystone = opts.keystone
     pid = _read_pid(workdir)
@@ -197,6 +216,8 @@ def start(opts: StartOptions) -> str:
     if not installed_ok(MISTRAL, deep=False):
         _log(f"Mistral is not installed in {MISTRAL.venv}: installing")
         install(MISTRAL, PROG)
+    if opts.plugin:
+        install_project(MISTRAL, PROG, PLUGIN_NAMESPACE, PLUGIN_TYPE)
 
     t0 = time.monotonic()
     logfile, conf = workdir / "mistral.log", workdir / "mistral.conf"
@@ -208,7 +229,17 @@ def start(opts: StartOptions) -> str:
         "venv": str(MISTRAL.venv),
         "auth": bool(keystone),
         "keystone_url": keystone.url if keystone else None,
+        "notify_plugin": {"namespace": opts.plugin.namespace} if opts.plugin else None,
     }
+    env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
+    env.pop(PUBLISHER_CONFIG_VARIABLE, None)
+    if opts.plugin:
+        publisher_conf = workdir / "mistral-cache.conf"
+        try:
+            write_publisher_config(publisher_conf, opts.plugin, url)
+        except ValueError as e:
+            raise LaunchError(f"the publisher plugin's settings: {e}") from None
+        env[PUBLISHER_CONFIG_VARIABLE] = str(publisher_conf)
     backend = _choose_backend(opts.backend)
     cmd = _prepare_postgres(opts, workdir, state, conf, logfile) if backend == "postgres" else None
     if cmd is None:
@@ -216,7 +247,7 @@ def start(opts: StartOptions) -> str:
         cmd = _prepare_sqlite(opts, workdir, state, conf)
 
     _log(f"starting Mistral ({backend} back end) on port {port}, log {logfile}")
-    proc = spawn_logged(cmd, logfile, workdir, dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning"))
+    proc = spawn_logged(cmd, logfile, workdir, env)
     _pid_path(workdir).write_text(f"{proc.pid}\n")
     state["pid"] = proc.pid
     write_json(_state_path(workdir), state)
