@@ -417,3 +417,25 @@ def auth_receiver(auth_events_setup: EventsSetup):
         yield proc
     finally:
         proc.stop()
+
+
+# -- Mistral's notifier running this project's publisher plugin (test_events_plugin.py) ----
+# ``plugin_setup``: one more Mistral, started with ``--notify-plugin`` (this project
+# installed into its virtualenv, ``notify = [{"type": "mistral_cache"}]``), so the
+# engine invalidates straight into the session's Redis, under its own namespace.
+@dataclass
+class PluginSetup:
+    url: str  # the Mistral API
+    redis_url: str
+    namespace: str
+    workdir: Path  # the server's
+
+
+@pytest.fixture(scope="session")
+def plugin_setup(tmp_path_factory, redis_url: str):
+    _bypass_proxy_for_loopback()
+    workdir = tmp_path_factory.mktemp("events-plugin") / "mistral"
+    namespace = "pl" + uuid.uuid4().hex[:8]
+    plugin = ["--notify-plugin", redis_url, "--notify-plugin-namespace", namespace]
+    with _mistral(workdir, *plugin, timing="mistral with the publisher plugin start") as url:
+        yield PluginSetup(url, redis_url, namespace, workdir)
