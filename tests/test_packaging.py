@@ -39,7 +39,7 @@ def test_mistral_facade_without_the_client_names_the_extra() -> None:
         "import sys\n"
         "sys.modules['mistralclient'] = None  # as if python-mistralclient were not installed\n"
         "try:\n"
-        "    import mistral_cache.mistral\n"
+        "    from mistral_cache.mistral import CachedMistralClient\n"
         "except ImportError as exc:\n"
         "    print(exc)\n"
         "else:\n"
