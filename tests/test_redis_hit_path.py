@@ -83,3 +83,21 @@ def test_a_kept_connection_that_fails_is_dropped_and_the_next_hit_reconnects(nam
             assert f.stats()["computes"] >= calls + 1  # type: ignore[attr-defined]
         finally:
             cache.close()
+
+
+def test_no_connection_is_kept_from_a_pool_that_could_run_short(redis_url: str, namespace: str) -> None:
+    """A blocking pool, or one bounded below 4 x SPARE_MAX: each hit checks its connection out and back."""
+    import redis
+
+    for pool in (redis.BlockingConnectionPool.from_url(redis_url, max_connections=200),
+                 redis.ConnectionPool.from_url(redis_url, max_connections=4 * tier_mod.SPARE_MAX - 1)):
+        cache = Cache(redis=redis.Redis(connection_pool=pool), namespace=namespace, local=None)
+        f = cache.cached(ttl=60, key="bp:{x}")(_payload)
+        try:
+            for x in list(range(10)) * 8:
+                assert f(x) == _payload(x)
+            assert cache.redis is not None and cache.redis._spares == (pool, None)
+            assert f.stats()["redis_hits"] >= 40  # type: ignore[attr-defined]
+        finally:
+            cache.close()
+            pool.disconnect()

@@ -124,18 +124,19 @@ def _cluster_mget(c: Any, keys: Sequence[str]) -> list[Any]:
 
 
 #: Pool connections a tier keeps between hits, at most (more in use at once go back to the pool).
-SPARE_MAX = 32
+SPARE_MAX = 24
 
 
-def _direct(c: Any, spare: list[Any], *command: Any) -> Any:
+def _direct(c: Any, spare: list[Any] | None, *command: Any) -> Any:
     """``command`` (a GET or an MGET) on a connection of a sync, standalone or Sentinel
     ``redis.Redis`` client's pool, as ``Redis._execute_command`` runs it minus its
     per-call machinery: the retry wrapper (ours are off in redis-py: ``client_options``),
     operation metrics and closures, ~5 us a command with redis-py 8; and minus the
     pool's own per-checkout bookkeeping (its lock, connection-count metrics and
     health probing), ~7 us more: the connection comes from ``spare``, connections this
-    tier took from the pool once and keeps between hits (at most :data:`SPARE_MAX`;
-    a thread finding none takes one from the pool). Pinned, a loopback GET: 23 us
+    tier took from the pool once and keeps between hits (at most :data:`SPARE_MAX`,
+    and none from a pool that others could run short of: :func:`_may_keep`; a thread
+    finding none takes one from the pool). Pinned, a loopback GET: 23 us
     through ``Redis.get``, 18 us with a checkout per call, 10.5 us on a kept one.
 
     Kept: the same parser (hiredis when installed; no response callback applies to
@@ -148,8 +149,8 @@ def _direct(c: Any, spare: list[Any], *command: Any) -> Any:
     own call."""
     pool = c.connection_pool
     try:
-        conn = spare.pop()
-    except IndexError:
+        conn = spare.pop()  # type: ignore[union-attr]
+    except (IndexError, AttributeError):  # none kept, or a pool whose connections are not kept
         conn = pool.get_connection()
     try:
         conn.send_command(*command)
@@ -165,15 +166,25 @@ def _direct(c: Any, spare: list[Any], *command: Any) -> Any:
     return result
 
 
-def _keep(pool: Any, spare: list[Any], conn: Any) -> None:
+def _keep(pool: Any, spare: list[Any] | None, conn: Any) -> None:
     reconnect = getattr(conn, "should_reconnect", None)
     if reconnect is not None and reconnect():
         conn.disconnect()
         pool.release(conn)
-    elif len(spare) < SPARE_MAX:
+    elif spare is not None and len(spare) < SPARE_MAX:
         spare.append(conn)
     else:
         pool.release(conn)
+
+
+def _may_keep(pool: Any) -> bool:
+    """Whether connections of ``pool`` may be kept between hits: not from a blocking
+    pool (its users chose to wait for a few connections), nor where :data:`SPARE_MAX`
+    would be more than a quarter of the pool's bound (redis-py 8's default: 100)."""
+    if isinstance(pool, redis.BlockingConnectionPool):
+        return False
+    bound = getattr(pool, "max_connections", None)
+    return isinstance(bound, int) and bound >= 4 * SPARE_MAX
 
 
 _TIERS: weakref.WeakSet[RedisTier] = weakref.WeakSet()
@@ -182,7 +193,7 @@ _TIERS: weakref.WeakSet[RedisTier] = weakref.WeakSet()
 def _forget_spares() -> None:
     """In a forked child: the spare connections' sockets are the parent's."""
     for tier in list(_TIERS):
-        tier._spares = (None, [])
+        tier._spares = (None, None)
 
 
 if hasattr(os, "register_at_fork"):
@@ -288,7 +299,7 @@ class RedisTier:
         #: Scripts run on this tier's Redis already (EVALSHA from then on; see :meth:`eval`).
         self._loaded: set[str] = set()
         #: (pool, connections of it kept between hits: :func:`_direct`).
-        self._spares: tuple[Any, list[Any]] = (None, [])
+        self._spares: tuple[Any, list[Any] | None] = (None, None)
         _TIERS.add(self)
         self._pending: Pending | None = None
         self._settle_op: Callable[[Owed], Op] = lambda owed: sequence(())
@@ -464,12 +475,14 @@ class RedisTier:
         """One entry, nothing else: the Redis hit when the generations are held locally."""
         return lambda c: _direct(c, self._spare(c), "GET", key) if _plain(c) else c.get(key)
 
-    def _spare(self, c: Any) -> list[Any]:
-        """The spare connections of ``c``'s pool (a new list when the client changed)."""
+    def _spare(self, c: Any) -> list[Any] | None:
+        """The spare connections of ``c``'s pool (a new list when the client changed;
+        None for a pool whose connections are not kept: :func:`_may_keep`)."""
         pool, spare = self._spares
         if pool is not c.connection_pool:
-            spare = []
-            self._spares = (c.connection_pool, spare)
+            pool = c.connection_pool
+            spare = [] if _may_keep(pool) else None
+            self._spares = (pool, spare)
         return spare
 
     def read_or_acquire(self, lock_key: str, token: bytes, timeout_ms: int, now: float, keys: Sequence[str]) -> Op:
