@@ -101,3 +101,38 @@ def test_no_connection_is_kept_from_a_pool_that_could_run_short(redis_url: str, 
         finally:
             cache.close()
             pool.disconnect()
+
+
+def test_after_a_restart_no_dead_kept_connection_reaches_a_caller(namespace: str) -> None:
+    """Threads leave several connections kept; Redis restarts. The first hit's failure
+    drops them all, so its retry and every later call reconnect: no Redis error is
+    counted and the breaker stays closed (with the dead ones popped one by one, the
+    retries ran out and the breaker opened on a healthy server)."""
+    with RedisServer() as server:
+        cache = Cache(server.url, namespace=namespace, local=None)
+        f = cache.cached(ttl=60, key="rs:{x}")(_payload)
+        try:
+            barrier = threading.Barrier(8)
+
+            def reader() -> None:
+                barrier.wait()
+                for _ in range(200):
+                    for x in range(10):
+                        f(x)
+
+            threads = [threading.Thread(target=reader) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert cache.redis is not None
+            kept = cache.redis._spares[1]
+            assert kept is not None and len(kept) >= 3, "the threads left too few kept connections to test this"
+            server.kill()
+            server.restart()
+            for x in range(10):
+                assert f(x) == _payload(x)
+            stats = cache.stats()
+            assert stats["redis_errors"] == 0 and stats["breaker"]["state"] == "closed", stats
+        finally:
+            cache.close()

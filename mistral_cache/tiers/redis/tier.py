@@ -150,8 +150,9 @@ def _direct(c: Any, spare: list[Any] | None, *command: Any) -> Any:
     pool = c.connection_pool
     try:
         conn = spare.pop()  # type: ignore[union-attr]
+        kept = True
     except (IndexError, AttributeError):  # none kept, or a pool whose connections are not kept
-        conn = pool.get_connection()
+        conn, kept = pool.get_connection(), False
     try:
         conn.send_command(*command)
         result = conn.read_response()
@@ -161,6 +162,8 @@ def _direct(c: Any, spare: list[Any] | None, *command: Any) -> Any:
     except BaseException:
         conn.disconnect()
         pool.release(conn)
+        if kept:  # the server restarted or a proxy cut us: the other kept ones are as dead
+            _drop_spares(pool, spare)
         raise
     _keep(pool, spare, conn)
     return result
@@ -174,6 +177,18 @@ def _keep(pool: Any, spare: list[Any] | None, conn: Any) -> None:
     elif spare is not None and len(spare) < SPARE_MAX:
         spare.append(conn)
     else:
+        pool.release(conn)
+
+
+def _drop_spares(pool: Any, spare: list[Any] | None) -> None:
+    """Hand every kept connection back, disconnected: the retry that follows then takes
+    a fresh one from the pool (whose checkout reconnects) instead of the next dead one."""
+    while spare:
+        try:
+            conn = spare.pop()
+        except IndexError:
+            return
+        conn.disconnect()
         pool.release(conn)
 
 
