@@ -445,6 +445,17 @@ class Engine:
                     return False, None
                 if acq[0] == 1:
                     a.token, a.expected = token, write_id(acq[1])
+                    # The generations read with the lock, not the first read's: an
+                    # invalidation since then would make our value one nobody can read
+                    # (stored under the old counters), and every waiter would compute again.
+                    a.gens = generations(acq[2:])
+                    env = self._decode(acq[1], a.gens, a)
+                    if env is not None:
+                        a.prev = env
+                        if rt.timer() < env.expires_at:  # stored since our last poll
+                            yield from self._unlock(a.lock_key, token)
+                            a.token = None
+                            return True, self._hit(a, env)
                     return False, None
             if time.monotonic() >= deadline:
                 self.stats.lock_timeouts += 1
