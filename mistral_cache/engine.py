@@ -162,10 +162,12 @@ class Engine:
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         return self.prefix + self.keys.build(args, kwargs)
 
-    def tags(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+    def tags(self, args: tuple[Any, ...], kwargs: dict[str, Any], bound: dict[str, Any] | None = None) -> tuple[str, ...]:
+        """``bound``: the arguments bound already (the wrapper's key build), or None."""
         if not self.tag_templates:
             return ()
-        bound = self.keys.binder.bind(args, kwargs)
+        if bound is None:
+            bound = self.keys.binder.bind(args, kwargs)
         tags = tuple(format_template(t, bound, self.name) for t in self.tag_templates)
         for tag in tags:
             try:
@@ -213,14 +215,15 @@ class Engine:
         return NO_VALUE, Mode.MISS, entry
 
     # -- the flow ---------------------------------------------------------
-    def attempt(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None) -> Attempt:
+    def attempt(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None,
+                bound: dict[str, Any] | None = None) -> Attempt:
         rt = self.runtime
         a = Attempt(key, args, kwargs, mode, held)
         a.since = self.local.begin() if self.local is not None else 0
         ks = rt.keyspace
         a.entry_key, a.lock_key = ks.entry(key), ks.lock(key)
         if self.tag_templates:
-            a.tags = self.tags(args, kwargs)
+            a.tags = self.tags(args, kwargs, bound)
             a.gen_keys = [ks.generation, *(ks.tag(t) for t in a.tags)]
         else:  # no tags: the namespace counter alone, one list for every call (never mutated)
             a.tags, a.gen_keys = (), self._gen_keys
@@ -316,11 +319,12 @@ class Engine:
         return NO_VALUE
 
     def flow(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None,
-             a: Attempt | None = None) -> Flow:
-        """``a``: an attempt whose plain read was done already (:meth:`pre_read`)."""
+             a: Attempt | None = None, bound: dict[str, Any] | None = None) -> Flow:
+        """``a``: an attempt whose plain read was done already (:meth:`pre_read`);
+        ``bound``: the arguments bound already, if the key's build bound them."""
         rt = self.runtime
         if a is None:
-            a = self.attempt(key, args, kwargs, mode, held)
+            a = self.attempt(key, args, kwargs, mode, held, bound)
         if self.redis is not None:
             rt.ensure_listener()
             done, value = yield from self._read(a)

@@ -354,6 +354,11 @@ class KeyBuilder:
         self._hidden = frozenset(n for n in self._encoded if is_credential(n))
 
         self.build = self._compile()
+        #: The number of positional arguments with which :attr:`build` binds nothing
+        #: (no keywords): None if it always binds.
+        self.fast_arity: int | None = None if self.build == self.__call__ else len(self.binder.names)
+        #: Whether :meth:`from_bound` builds the key (not for a key callable).
+        self.uses_bound = self._callable is None
 
     def _compile(self) -> Callable[[tuple[Any, ...], Mapping[str, Any]], str]:
         """The hot path: calls passing every parameter positionally skip binding."""
@@ -405,6 +410,25 @@ class KeyBuilder:
                 raise KeyBuildError(f"{self.fn_name}: key function returned {type(out).__name__}, not str")
             return shorten(out)
         bound = self.binder.bind(args, kwargs)
+        if self._template is not None:
+            return shorten(self._template.fill(bound, self.fn_name))
+        return shorten(self.fn_name + "(" + self.encode_bound(bound) + ")")
+
+    def key_and_bound(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        """The call's key (the one :meth:`__call__` and :attr:`build` return) and the
+        arguments bound to build it (:meth:`ArgBinder.bind`, defaults applied), for a
+        caller that needs both (a function's tag templates) and must not bind twice.
+        None for a key callable, which binds nothing."""
+        if self._callable is not None:
+            return self(args, kwargs), None
+        bound = self.binder.bind(args, kwargs)
+        return self.from_bound(bound), bound
+
+    def from_bound(self, bound: Mapping[str, Any]) -> str:
+        """The key of a call whose arguments are bound already (:meth:`ArgBinder.bind`);
+        not for a key callable, which takes the call's own arguments."""
+        if self._callable is not None:
+            raise ConfigurationError(f"{self.fn_name}: a key callable needs the call's arguments, not bound ones")
         if self._template is not None:
             return shorten(self._template.fill(bound, self.fn_name))
         return shorten(self.fn_name + "(" + self.encode_bound(bound) + ")")

@@ -47,20 +47,23 @@ class Driver:
             raise LockTimeout(f"{self.engine.name}: waited {self.wait}s for this process's computation", key=key)
 
     # -- sync ---------------------------------------------------------------
-    def call(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], entry: LocalEntry | None) -> Any:
+    def call(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], entry: LocalEntry | None,
+             bound: dict[str, Any] | None = None) -> Any:
         """Everything after a failed fast local check (the wrapper does that one inline,
-        and hands over the ``entry`` it found: the local tier is read once per call)."""
+        and hands over the ``entry`` it found: the local tier is read once per call;
+        and the arguments if building the key bound them, for Engine.tags)."""
         if entry is None:  # nothing held here (and always without a local tier)
-            return self.run_flight(key, args, kwargs, Mode.MISS, None)
+            return self.run_flight(key, args, kwargs, Mode.MISS, None, bound)
         value, mode, held = self.engine.local_lookup(entry)
         if value is not NO_VALUE or mode is None:
             return value
         if self._swr(mode, held) and held is not None:
             self.runtime.background(lambda: self.run_flight(key, args, kwargs, Mode.BACKGROUND, held))
             return held.value
-        return self.run_flight(key, args, kwargs, mode, held)
+        return self.run_flight(key, args, kwargs, mode, held, bound)
 
-    def run_flight(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None) -> Any:
+    def run_flight(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None,
+                   bound: dict[str, Any] | None = None) -> Any:
         engine = self.engine
         if mode is Mode.REFRESH:
             return self.drive(engine.flow(key, args, kwargs, mode, held), args, kwargs)
@@ -75,7 +78,7 @@ class Driver:
             self._flight_timeout(key)
             flight = Flight()  # compute ourselves, outside the stuck flight
         try:
-            value = self._lead(key, args, kwargs, mode, held)
+            value = self._lead(key, args, kwargs, mode, held, bound)
         except BaseException as exc:
             flight.finish(error=exc)
             raise
@@ -85,7 +88,8 @@ class Driver:
         finally:
             flights.leave(key, flight)
 
-    def _lead(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None) -> Any:
+    def _lead(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None,
+              bound: dict[str, Any] | None = None) -> Any:
         """The flight's leader: the flow's first read done here, so a Redis hit pays for
         no generator machinery; on anything but a clean hit, the flow (handed that
         read: no second round trip)."""
@@ -94,7 +98,7 @@ class Driver:
         if engine.reads_first(mode):
             redis = engine.redis
             assert redis is not None
-            a = engine.attempt(key, args, kwargs, mode, held)
+            a = engine.attempt(key, args, kwargs, mode, held, bound)
             self.runtime.ensure_listener()
             op = engine.first_read(a)
             try:
@@ -105,7 +109,7 @@ class Driver:
             value = engine.pre_read(a, res)
             if value is not NO_VALUE:
                 return value
-        return self.drive(engine.flow(key, args, kwargs, mode, held, a), args, kwargs)
+        return self.drive(engine.flow(key, args, kwargs, mode, held, a, bound), args, kwargs)
 
     def drive(self, flow: Flow, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
         engine, runtime, kw = self.engine, self.runtime, kwargs or {}
@@ -139,18 +143,20 @@ class Driver:
                 keeper.remove(op.token)
 
     # -- async --------------------------------------------------------------
-    async def acall(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], entry: LocalEntry | None) -> Any:
+    async def acall(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], entry: LocalEntry | None,
+                    bound: dict[str, Any] | None = None) -> Any:
         if entry is None:
-            return await self.arun_flight(key, args, kwargs, Mode.MISS, None)
+            return await self.arun_flight(key, args, kwargs, Mode.MISS, None, bound)
         value, mode, held = self.engine.local_lookup(entry)
         if value is not NO_VALUE or mode is None:
             return value
         if self._swr(mode, held) and held is not None:
             self.runtime.abackground(self.arun_flight(key, args, kwargs, Mode.BACKGROUND, held))
             return held.value
-        return await self.arun_flight(key, args, kwargs, mode, held)
+        return await self.arun_flight(key, args, kwargs, mode, held, bound)
 
-    async def arun_flight(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None) -> Any:
+    async def arun_flight(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None,
+                          bound: dict[str, Any] | None = None) -> Any:
         engine = self.engine
         if mode is Mode.REFRESH:
             return await self.adrive(engine.flow(key, args, kwargs, mode, held), args, kwargs)
@@ -163,12 +169,12 @@ class Driver:
             try:
                 return await asyncio.wait_for(asyncio.shield(future), self.wait)
             except _LeaderCancelled:  # the leader's caller gave up, not us: start over (one of us leads)
-                return await self.arun_flight(key, args, kwargs, mode, held)
+                return await self.arun_flight(key, args, kwargs, mode, held, bound)
             except asyncio.TimeoutError:
                 self._flight_timeout(key)
                 future = asyncio.get_running_loop().create_future()
         try:
-            value = await self._alead(key, args, kwargs, mode, held)
+            value = await self._alead(key, args, kwargs, mode, held, bound)
         except BaseException as exc:
             if not future.done():
                 # A cancelled leader must not cancel the callers waiting on it.
@@ -182,13 +188,14 @@ class Driver:
         finally:
             flights.aleave(key, future)
 
-    async def _alead(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None) -> Any:
+    async def _alead(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode, held: LocalEntry | None,
+                     bound: dict[str, Any] | None = None) -> Any:
         engine = self.engine
         a = None
         if engine.reads_first(mode):  # as in _lead
             redis = engine.redis
             assert redis is not None
-            a = engine.attempt(key, args, kwargs, mode, held)
+            a = engine.attempt(key, args, kwargs, mode, held, bound)
             self.runtime.ensure_listener()
             op = engine.first_read(a)
             try:
@@ -199,7 +206,7 @@ class Driver:
             value = engine.pre_read(a, res)
             if value is not NO_VALUE:
                 return value
-        return await self.adrive(engine.flow(key, args, kwargs, mode, held, a), args, kwargs)
+        return await self.adrive(engine.flow(key, args, kwargs, mode, held, a, bound), args, kwargs)
 
     async def adrive(self, flow: Flow, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
         engine, runtime, kw = self.engine, self.runtime, kwargs or {}
@@ -251,11 +258,45 @@ def make_wrapper(engine: Engine) -> Any:
     build, prefix, local, timer, stats = engine.keys.build, engine.prefix, engine.local, runtime.timer, engine.stats
     key_of = build if not prefix else (lambda args, kwargs: prefix + build(args, kwargs))
     find, touch = local.hit_path() if local is not None else (None, None)
+    # With tag templates, a key built by binding the arguments hands them on, so a
+    # miss does not bind them again for the tags (Engine.tags).
+    keys = engine.keys
+    tagged = bool(engine.tag_templates) and keys.uses_bound
+    bind, from_bound, fast = keys.binder.bind, keys.from_bound, keys.fast_arity
+
+    def key_bound(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        if not kwargs and len(args) == fast:
+            return key_of(args, kwargs), None
+        bound = bind(args, kwargs)
+        return prefix + from_bound(bound), bound
 
     if engine.is_async:
         call_async = driver.acall
 
-        if find is None or touch is None:
+        if tagged and (find is None or touch is None):
+
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                k, bound = key_bound(args, kwargs)
+                return await call_async(k, args, kwargs, None, bound)
+        elif tagged and find is not None and touch is not None:
+
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                if kwargs or len(args) != fast:
+                    bound = bind(args, kwargs)
+                    k = prefix + from_bound(bound)
+                else:
+                    k, bound = key_of(args, kwargs), None
+                entry = find(k)
+                if entry is not None:
+                    try:
+                        touch(k)
+                    except KeyError:  # as below
+                        pass
+                    if timer() < entry.soft_at:
+                        stats.local_hits += 1
+                        return entry.value
+                return await call_async(k, args, kwargs, entry, bound)
+        elif find is None or touch is None:
 
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
                 return await call_async(key_of(args, kwargs), args, kwargs, None)
@@ -284,7 +325,30 @@ def make_wrapper(engine: Engine) -> Any:
     else:
         call_sync = driver.call
 
-        if find is None or touch is None:
+        if tagged and (find is None or touch is None):
+
+            def swrapper(*args: Any, **kwargs: Any) -> Any:
+                k, bound = key_bound(args, kwargs)
+                return call_sync(k, args, kwargs, None, bound)
+        elif tagged and find is not None and touch is not None:
+
+            def swrapper(*args: Any, **kwargs: Any) -> Any:
+                if kwargs or len(args) != fast:
+                    bound = bind(args, kwargs)
+                    k = prefix + from_bound(bound)
+                else:
+                    k, bound = key_of(args, kwargs), None
+                entry = find(k)
+                if entry is not None:
+                    try:
+                        touch(k)
+                    except KeyError:  # as in the async wrapper
+                        pass
+                    if timer() < entry.soft_at:
+                        stats.local_hits += 1
+                        return entry.value
+                return call_sync(k, args, kwargs, entry, bound)
+        elif find is None or touch is None:
 
             def swrapper(*args: Any, **kwargs: Any) -> Any:
                 return call_sync(key_of(args, kwargs), args, kwargs, None)
