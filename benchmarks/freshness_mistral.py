@@ -219,6 +219,7 @@ class _Reads:
                  count: Callable[[str], None]) -> None:
         from mistralclient.api import client as mc
 
+        self.facade: CachedMistralClient | None = None
         client = mc.client(mistral_url=url)
         session = client.executions.http_client.session
         original = session.request
@@ -243,8 +244,7 @@ class _Reads:
                 e.to_dict() for e in client.executions.list(limit=50, sort_keys="created_at", sort_dirs="desc")])
             return
         if cache is not None:
-            api = CachedMistralClient(client, cache=cache, retry=None)
-        self.facade = api if cache is not None else None
+            api = self.facade = CachedMistralClient(client, cache=cache, retry=None)
         self.execution = lambda i: api.executions.get(i).to_dict()
         self.tasks = lambda i: [t.to_dict() for t in api.tasks.list(workflow_execution_id=i)]
         self.executions = lambda: [e.to_dict() for e in api.executions.list(limit=50, sort_keys="created_at",
@@ -330,8 +330,8 @@ def events_polling(sim: Any, redis_url: str, *, quick: bool = True, delay: Any =
     counts = {v: 0 for v in EVENT_VARIANTS}
     paths: dict[str, dict[str, int]] = {v: {} for v in EVENT_VARIANTS}
     guard = threading.Lock()
+    readers: dict[str, list[_Reads]] = {}
     try:
-        readers: dict[str, list[_Reads]] = {}
         for v in EVENT_VARIANTS:
             def count(path: str, v: str = v) -> None:
                 with guard:
@@ -365,6 +365,10 @@ def events_polling(sim: Any, redis_url: str, *, quick: bool = True, delay: Any =
         running.stop()
         receiver_counts = running.receiver.counters()
         running.receiver.cache.close()
+        for variant in readers.values():
+            for reader in variant:
+                if reader.facade is not None:
+                    reader.facade.close()
         for cache in caches:
             cache.close()
     changes = notifier.stats()["changes"]  # state changes of the watched executions and their tasks

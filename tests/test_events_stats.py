@@ -185,3 +185,36 @@ def test_a_process_first_read_already_knows_the_lease(redis_url: str, namespace:
         keeper.stop()
         keeper_cache.close()
         client_cache.close()
+
+
+def test_a_stopped_lease_watch_ends_its_thread_and_restarts_on_demand(redis_url: str, namespace: str) -> None:
+    """``CachedMistralClient.close()`` stops the watch: its thread ends (so it does not
+    read a Redis that is going away, as the bench's did), and a later read starts it."""
+    from mistral_cache import Cache
+    from mistral_cache.mistral.events.lease import LeaseKeeper, LeaseWatch
+
+    keeper_cache = Cache(redis_url, namespace=namespace, local=None, lock=None, refresh=None)
+    client_cache = Cache(redis_url, namespace=namespace)
+    keeper = LeaseKeeper(keeper_cache, MISTRAL).start()
+
+    def watching() -> int:
+        return sum(t.name == "mistral-cache-lease-watch" and t.is_alive() for t in threading.enumerate())
+
+    try:
+        before = watching()
+        watch = LeaseWatch(client_cache, MISTRAL, interval=0.02)
+        watch.ensure()
+        assert watch.live() and watching() == before + 1
+        watch.stop()
+        deadline = time.monotonic() + 2
+        while watching() > before:
+            assert time.monotonic() < deadline, "the stopped watch's thread kept running"
+            time.sleep(0.01)
+        assert not watch.live() and not watch.started
+        watch.ensure()
+        assert watch.live() and watching() == before + 1
+        watch.stop()
+    finally:
+        keeper.stop()
+        keeper_cache.close()
+        client_cache.close()

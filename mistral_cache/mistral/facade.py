@@ -157,6 +157,12 @@ class CachedMistralClient:
                 self._managers[name] = manager
                 setattr(self, name, manager)
 
+    def close(self) -> None:
+        """Stop reading the event stream's lease in the background (before the Redis it
+        reads goes away). The client stays usable: its next cached read starts it again."""
+        if self.events is not None:
+            self.events.stop()
+
     def _choose_identity(self, explicit: str | None) -> str:
         """How this client's scope is known: explicit, anonymous, session or token."""
         http, url = self.http_client, self.mistral_url

@@ -200,7 +200,8 @@ class LeaseWatch:
         return time.monotonic() < self.live_until - MARGIN
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval) and self._cache() is not None:
+        stop = self._stop
+        while not stop.wait(self.interval) and self._cache() is not None:
             try:
                 self.check()
             except Exception:  # never let the thread die: a dead watch only means state rules
@@ -283,7 +284,13 @@ class LeaseWatch:
                 self._executions.popitem(last=False)
 
     def stop(self) -> None:
-        self._stop.set()
+        """End the thread; the next :meth:`ensure` (a later read) starts a new one."""
+        with self._lock:
+            self._stop.set()
+            self._stop = threading.Event()
+            self._thread = None
+            self.started = False
+            self.live_until = 0.0
 
 
 def _decode(raw: Any) -> dict[str, Any] | None:
