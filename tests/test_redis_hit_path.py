@@ -1,4 +1,4 @@
-"""The Redis hit's direct path (tiers.redis.tier._direct): connections kept between
+"""The Redis hit's direct path (tiers.redis.direct.KeptConnections): connections kept between
 hits, never shared with a forked child, dropped when a command fails."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from mistral_cache import Cache
 from mistral_cache.testing import RedisServer
-from mistral_cache.tiers.redis import tier as tier_mod
+from mistral_cache.tiers.redis import direct
 
 
 def _payload(x: int) -> dict[str, object]:
@@ -26,10 +26,10 @@ def test_a_forked_child_does_not_use_the_parent_connections(redis_url: str, name
             f(x)
         for x in list(range(20)) * 3:
             assert f(x) == _payload(x)  # hits: plain reads once most first reads find entries, on a kept connection
-        assert cache.redis is not None and cache.redis._spares[1]  # kept: the parent's sockets
+        assert cache.redis is not None and cache.redis.kept.connections  # kept: the parent's sockets
         pid = os.fork()
         if pid == 0:  # the child: none of the parent's kept connections, right values, the parent's stream untouched
-            ok = not cache.redis._spares[1]
+            ok = not cache.redis.kept.connections
             ok = all(f(x) == _payload(x) for x in range(20) for _ in range(5)) and ok
             os._exit(0 if ok else 1)
         parent_ok = all(f(x) == _payload(x) for x in range(20) for _ in range(5))
@@ -61,8 +61,9 @@ def test_threads_share_a_bounded_set_of_kept_connections(redis_url: str, namespa
             t.join()
         assert not wrong
         assert cache.redis is not None
-        _pool, spare = cache.redis._spares
-        assert 1 <= len(spare) <= min(8, tier_mod.SPARE_MAX)
+        spare = cache.redis.kept.connections
+        assert spare is not None
+        assert 1 <= len(spare) <= min(8, direct.SPARE_MAX)
     finally:
         cache.close()
 
@@ -90,13 +91,13 @@ def test_no_connection_is_kept_from_a_pool_that_could_run_short(redis_url: str, 
     import redis
 
     for pool in (redis.BlockingConnectionPool.from_url(redis_url, max_connections=200),
-                 redis.ConnectionPool.from_url(redis_url, max_connections=4 * tier_mod.SPARE_MAX - 1)):
+                 redis.ConnectionPool.from_url(redis_url, max_connections=4 * direct.SPARE_MAX - 1)):
         cache = Cache(redis=redis.Redis(connection_pool=pool), namespace=namespace, local=None)
         f = cache.cached(ttl=60, key="bp:{x}")(_payload)
         try:
             for x in list(range(10)) * 8:
                 assert f(x) == _payload(x)
-            assert cache.redis is not None and cache.redis._spares == (pool, None)
+            assert cache.redis is not None and (cache.redis.kept.pool, cache.redis.kept.connections) == (pool, None)
             assert f.stats()["redis_hits"] >= 40  # type: ignore[attr-defined]
         finally:
             cache.close()
@@ -126,7 +127,7 @@ def test_after_a_restart_no_dead_kept_connection_reaches_a_caller(namespace: str
             for t in threads:
                 t.join()
             assert cache.redis is not None
-            kept = cache.redis._spares[1]
+            kept = cache.redis.kept.connections
             assert kept is not None and len(kept) >= 3, "the threads left too few kept connections to test this"
             server.kill()
             server.restart()

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import redis
 import redis.exceptions as rex
 import tenacity
 from redis.lock import Lock
@@ -39,6 +38,7 @@ from .connect import (
     sync_client_from_url,
     topology,
 )
+from .direct import KeptConnections, plain
 from .keyspace import COUNTER_TTL
 from .scripts import ACQUIRE_LUA, BUMP_LUA, READ_OR_ACQUIRE_LUA, WRITE_LUA, counter_start, evalsha, sha1
 
@@ -121,103 +121,6 @@ def _cluster_mget(c: Any, keys: Sequence[str]) -> list[Any]:
         for pool, conn in taken:
             pool.release(conn)
     return out
-
-
-#: Pool connections a tier keeps between hits, at most (more in use at once go back to the pool).
-SPARE_MAX = 24
-
-
-def _direct(c: Any, spare: list[Any] | None, *command: Any) -> Any:
-    """``command`` (a GET or an MGET) on a connection of a sync, standalone or Sentinel
-    ``redis.Redis`` client's pool, as ``Redis._execute_command`` runs it minus its
-    per-call machinery: the retry wrapper (ours are off in redis-py: ``client_options``),
-    operation metrics and closures, ~5 us a command with redis-py 8; and minus the
-    pool's own per-checkout bookkeeping (its lock, connection-count metrics and
-    health probing), ~7 us more: the connection comes from ``spare``, connections this
-    tier took from the pool once and keeps between hits (at most :data:`SPARE_MAX`,
-    and none from a pool that others could run short of: :func:`_may_keep`; a thread
-    finding none takes one from the pool). Pinned, a loopback GET: 23 us
-    through ``Redis.get``, 18 us with a checkout per call, 10.5 us on a kept one.
-
-    Kept: the same parser (hiredis when installed; no response callback applies to
-    either command), redis-py's health check (in the connection's send), the
-    reconnect it does after a maintenance notification. A connection is kept only
-    after a complete reply (or an error reply, which leaves it in step); on anything
-    else it is dropped and goes back to the pool. Spares are forgotten in a forked
-    child (:func:`_forget_spares`). Any other client (a subclass that may override
-    ``get``/``mget``, a single-connection client, a cluster, asyncio) takes redis-py's
-    own call."""
-    pool = c.connection_pool
-    try:
-        conn = spare.pop()  # type: ignore[union-attr]
-        kept = True
-    except (IndexError, AttributeError):  # none kept, or a pool whose connections are not kept
-        conn, kept = pool.get_connection(), False
-    try:
-        conn.send_command(*command)
-        result = conn.read_response()
-    except rex.ResponseError:
-        _keep(pool, spare, conn)
-        raise
-    except BaseException:
-        conn.disconnect()
-        pool.release(conn)
-        if kept:  # the server restarted or a proxy cut us: the other kept ones are as dead
-            _drop_spares(pool, spare)
-        raise
-    _keep(pool, spare, conn)
-    return result
-
-
-def _keep(pool: Any, spare: list[Any] | None, conn: Any) -> None:
-    reconnect = getattr(conn, "should_reconnect", None)
-    if reconnect is not None and reconnect():
-        conn.disconnect()
-        pool.release(conn)
-    elif spare is not None and len(spare) < SPARE_MAX:
-        spare.append(conn)
-    else:
-        pool.release(conn)
-
-
-def _drop_spares(pool: Any, spare: list[Any] | None) -> None:
-    """Hand every kept connection back, disconnected: the retry that follows then takes
-    a fresh one from the pool (whose checkout reconnects) instead of the next dead one."""
-    while spare:
-        try:
-            conn = spare.pop()
-        except IndexError:
-            return
-        conn.disconnect()
-        pool.release(conn)
-
-
-def _may_keep(pool: Any) -> bool:
-    """Whether connections of ``pool`` may be kept between hits: not from a blocking
-    pool (its users chose to wait for a few connections), nor where :data:`SPARE_MAX`
-    would be more than a quarter of the pool's bound (redis-py 8's default: 100)."""
-    if isinstance(pool, redis.BlockingConnectionPool):
-        return False
-    bound = getattr(pool, "max_connections", None)
-    return isinstance(bound, int) and bound >= 4 * SPARE_MAX
-
-
-_TIERS: weakref.WeakSet[RedisTier] = weakref.WeakSet()
-
-
-def _forget_spares() -> None:
-    """In a forked child: the spare connections' sockets are the parent's."""
-    for tier in list(_TIERS):
-        tier._spares = (None, None)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_spares)
-
-
-def _plain(c: Any) -> bool:
-    """Whether ``c`` may take :func:`_direct`."""
-    return c.__class__ is redis.Redis and c.connection is None
 
 
 def _then(first: Any, then: Callable[[Any], Any]) -> Any:
@@ -313,9 +216,8 @@ class RedisTier:
         self._scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
         #: Scripts run on this tier's Redis already (EVALSHA from then on; see :meth:`eval`).
         self._loaded: set[str] = set()
-        #: (pool, connections of it kept between hits: :func:`_direct`).
-        self._spares: tuple[Any, list[Any] | None] = (None, None)
-        _TIERS.add(self)
+        #: Pool connections kept between hits (:mod:`.direct`).
+        self.kept = KeptConnections()
         self._pending: Pending | None = None
         self._settle_op: Callable[[Owed], Op] = lambda owed: sequence(())
 
@@ -477,8 +379,8 @@ class RedisTier:
         pipelined per node."""
 
         def op(c: Any) -> Any:
-            if _plain(c):
-                return _direct(c, self._spare(c), "MGET", *keys)
+            if plain(c):
+                return self.kept.run(c, "MGET", *keys)
             sync_cluster, cluster, _ = client_kind(c)
             if sync_cluster:
                 return _cluster_mget(c, keys)
@@ -488,17 +390,7 @@ class RedisTier:
 
     def get(self, key: str) -> Op:
         """One entry, nothing else: the Redis hit when the generations are held locally."""
-        return lambda c: _direct(c, self._spare(c), "GET", key) if _plain(c) else c.get(key)
-
-    def _spare(self, c: Any) -> list[Any] | None:
-        """The spare connections of ``c``'s pool (a new list when the client changed;
-        None for a pool whose connections are not kept: :func:`_may_keep`)."""
-        pool, spare = self._spares
-        if pool is not c.connection_pool:
-            pool = c.connection_pool
-            spare = [] if _may_keep(pool) else None
-            self._spares = (pool, spare)
-        return spare
+        return lambda c: self.kept.run(c, "GET", key) if plain(c) else c.get(key)
 
     def read_or_acquire(self, lock_key: str, token: bytes, timeout_ms: int, now: float, keys: Sequence[str]) -> Op:
         """:meth:`read`, taking the lock in the same round trip when the entry is
