@@ -14,6 +14,10 @@ no default ``repr`` of objects):
   is written as a digest, never in clear (:func:`is_credential`);
 * over :data:`MAX_KEY_LENGTH`: a head, ``~`` and a digest; a short key of
   that shape is hashed too, so no argument can spell a long key's form.
+
+(Over the 400-line aim on purpose: the binder, the template compiler and the key
+builder are one hot path whose fast cases must agree with its general one; the
+tests check them against each other, which is easier with them side by side.)
 """
 
 from __future__ import annotations
