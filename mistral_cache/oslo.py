@@ -29,7 +29,8 @@ proxy adds, on the Redis client the wrapped backend made:
   acknowledge is not dropped: it is kept and replayed, DEL and announcement, the
   moment Redis answers (a background probe, and ahead of this proxy's next
   command). Until then this process reads those keys as misses, never Redis's
-  old value. Past ``max_owed`` kept keys a delete raises ``TierUnavailable``.
+  old value. Past ``max_owed`` kept keys a delete raises ``TierUnavailable`` (a
+  write logs an error and still serves its value locally).
 
 Settings are class attributes; a subclass changes them
 (``proxies = mypkg.cache.NovaLocalTier`` with ``namespace = "nova"``).
@@ -117,15 +118,20 @@ class LocalTierProxy(ProxyBackend):
         return self
 
     # -- deletes Redis missed -------------------------------------------------------
-    def _owe(self, keys: list[str]) -> None:
+    def _owe(self, keys: list[str], what: str = "delete") -> None:
         now = time.monotonic()
         with self._owed_lock:
             if len(self._owed.keys() | set(keys)) > self.max_owed:
-                raise TierUnavailable(f"Redis is unreachable and {len(self._owed)} deletes already wait for it: "
-                                      f"this one ({len(keys)} keys) cannot be kept")
+                if what == "delete":
+                    raise TierUnavailable(f"Redis is unreachable and {len(self._owed)} deletes already wait for it: "
+                                          f"this one ({len(keys)} keys) cannot be kept")
+                # a set is a fill as often as an update: its caller gets its value, the miss is said
+                log.error("oslo %s of %d keys not kept for replay: %d deletes already wait for Redis; other "
+                          "processes may serve the values it replaces up to local_ttl", what, len(keys), len(self._owed))
+                return
             for key in keys:
                 self._owed[key] = now
-        log.warning("oslo delete of %d keys did not reach Redis: kept, and replayed as soon as it answers", len(keys))
+        log.warning("oslo %s of %d keys did not reach Redis: kept, and replayed as soon as it answers", what, len(keys))
         self._prober.kick()
 
     def _replay(self, probe: bool = False) -> bool:
@@ -217,7 +223,7 @@ class LocalTierProxy(ProxyBackend):
         res = self.tier.run(write_many(list(mapping.items()), int(expiry * 1000) or None, self.keyspace.channel, messages),
                             "oslo set")
         if res is FAILED:  # others (and Redis) may keep the value this one replaces
-            self._owe(list(mapping))
+            self._owe(list(mapping), "set")
         elif self._owed:
             self._settle(dict.fromkeys(mapping, started))  # the write replaced what was owed, and announced it
         for key, value in mapping.items():

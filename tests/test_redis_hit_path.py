@@ -137,3 +137,21 @@ def test_after_a_restart_no_dead_kept_connection_reaches_a_caller(namespace: str
             assert stats["redis_errors"] == 0 and stats["breaker"]["state"] == "closed", stats
         finally:
             cache.close()
+
+
+def test_a_new_pool_hands_the_old_pools_kept_connections_back(redis_url: str) -> None:
+    """A tier whose client changed (so its pool) returns what it kept to the old pool."""
+    import redis
+
+    kept = direct.KeptConnections()
+    a, b = redis.Redis.from_url(redis_url), redis.Redis.from_url(redis_url)
+    try:
+        kept.run(a, "GET", "nothing")
+        assert kept.pool is a.connection_pool and kept.connections is not None and len(kept.connections) == 1
+        conn = kept.connections[0]
+        kept.run(b, "GET", "nothing")
+        assert kept.pool is b.connection_pool
+        assert a.connection_pool.get_connection() is conn, "the old pool's connection stayed checked out"
+    finally:
+        a.close()
+        b.close()

@@ -221,8 +221,11 @@ class LeaseWatch:
         cache = self._cache()
         if cache is None:
             return
+        stop = self._stop  # a stop() while this reads must win: it resets live_until
         t0 = time.monotonic()
         got = cache.redis.run(read, "lease read")
+        if stop is not self._stop:
+            return
         if got is FAILED:
             self.live_until = 0.0
             return

@@ -21,6 +21,7 @@ asyncio takes redis-py's own call.
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from typing import Any
 
@@ -41,20 +42,31 @@ def plain(c: Any) -> bool:
 class KeptConnections:
     """Connections of one client's pool kept between hits, shared by the threads of a
     tier (a list's ``pop``/``append`` are atomic); a thread finding none takes one
-    from the pool."""
+    from the pool. When the tier's client (so its pool) changes, what was kept from
+    the old pool goes back to it."""
 
     def __init__(self) -> None:
-        #: The pool they belong to, and the connections kept (None: this pool's are not kept).
-        self.pool: Any = None
-        self.connections: list[Any] | None = None
+        self._state: tuple[Any, list[Any] | None] = (None, None)  # (pool, kept; None: not kept)
+        self._switch = threading.Lock()
         _ALL.add(self)
+
+    @property
+    def pool(self) -> Any:
+        """The pool the kept connections belong to."""
+        return self._state[0]
+
+    @property
+    def connections(self) -> list[Any] | None:
+        """The connections kept now (None: this pool's connections are not kept)."""
+        return self._state[1]
 
     def run(self, c: Any, *command: Any) -> Any:
         """``command`` (a GET or an MGET) on a kept connection of ``c``'s pool."""
         pool = c.connection_pool
-        if pool is not self.pool:
-            self.pool, self.connections = pool, [] if may_keep(pool) else None
-        spare = self.connections
+        state = self._state
+        if state[0] is not pool:
+            state = self._use(pool)
+        spare = state[1]
         try:
             conn = spare.pop()  # type: ignore[union-attr]
             kept = True
@@ -75,17 +87,28 @@ class KeptConnections:
         self._keep(pool, spare, conn)
         return result
 
+    def _use(self, pool: Any) -> tuple[Any, list[Any] | None]:
+        """Switch to ``pool``; what was kept from the previous one goes back to it."""
+        with self._switch:
+            old = self._state
+            if old[0] is pool:
+                return old
+            state = self._state = (pool, [] if may_keep(pool) else None)
+        if old[0] is not None:
+            self._drop(*old)
+        return state
+
     def forget(self) -> None:
         """In a forked child: the kept connections' sockets are the parent's."""
-        self.pool, self.connections = None, None
+        self._state = (None, None)
+        self._switch = threading.Lock()
 
-    @staticmethod
-    def _keep(pool: Any, spare: list[Any] | None, conn: Any) -> None:
+    def _keep(self, pool: Any, spare: list[Any] | None, conn: Any) -> None:
         reconnect = getattr(conn, "should_reconnect", None)
         if reconnect is not None and reconnect():
             conn.disconnect()
             pool.release(conn)
-        elif spare is not None and len(spare) < SPARE_MAX:
+        elif spare is not None and spare is self._state[1] and len(spare) < SPARE_MAX:
             spare.append(conn)
         else:
             pool.release(conn)

@@ -184,7 +184,6 @@ def _areplay(first: BaseException, op: Callable[[Any], Any]) -> Callable[[Any], 
 _SHAS: dict[str, str] = {}  # script source -> its id
 
 
-#: Longest a Redis entry is kept (TTL plus stale retention): half the counters' TTL.
 class RedisTier:
     """Fail-open access to one Redis deployment, shared by every wrapper of a Cache."""
 
