@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from mistralclient.api import client as mistral_client_module
 
 from mistral_cache import Cache
 from mistral_cache.mistral import CachedMistralClient, scope_for
+from tests.mistral.helpers import Requests
 
 pytestmark = pytest.mark.mistral
 
@@ -48,26 +48,6 @@ version: '2.0'
 POLICIES = {"stateful_list": 3600.0}
 FINAL = ("SUCCESS", "ERROR", "CANCELLED")
 LAG = 1.0  # how long after Mistral a cached reader may see a change
-
-
-class Requests:
-    """Counts the HTTP requests a mistralclient client sends to Mistral."""
-
-    def __init__(self, client: Any) -> None:
-        self.counts: Counter = Counter()
-        http = client.workflows.http_client
-        for method in ("get", "post", "put", "delete"):
-            original = getattr(http, method)
-
-            def counted(*args: Any, _m: str = method, _o: Any = original, **kwargs: Any) -> Any:
-                self.counts[_m] += 1
-                return _o(*args, **kwargs)
-
-            setattr(http, method, counted)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
 
 
 @dataclass
