@@ -186,12 +186,12 @@ class LeaseWatch:
         whether the stream is live: otherwise what the process fetches in its first
         ``interval`` would take the state rules' TTLs and be fetched again when they end."""
         if self._thread is None:
+            try:  # outside the lock: a slow Redis must not queue every thread's first read behind it
+                self.check()
+            except Exception:  # the thread will try again; meanwhile, state rules
+                log.exception("lease watch")
             with self._lock:
                 if self._thread is None:
-                    try:
-                        self.check()
-                    except Exception:  # the thread will try again; meanwhile, state rules
-                        log.exception("lease watch")
                     self._thread = threading.Thread(target=self._run, name="mistral-cache-lease-watch", daemon=True)
                     self._thread.start()
                     self.started = True
