@@ -126,7 +126,7 @@ def test_receiver_counters_reach_stats_and_prometheus(served: Served, redis_url:
     expected = {
         "receivers": 1, "events": 4, "by_type": {"TASK_LAUNCHED": 2, "TASK_SUCCEEDED": 1, "WORKFLOW_LAUNCHED": 1},
         "rejected": 3, "rejected_by_reason": {"auth": 1, "event": 1, "json": 1},
-        "invalidations": sum(tags), "missed_events": 1, "unacknowledged": 0, "discarded": 0,
+        "invalidations": sum(tags), "missed_events": 1, "unacknowledged": 0, "discarded": 0, "kept_executions": 0,
     }
     deadline = time.monotonic() + 10
     while True:  # the receiver publishes every 0.1 s

@@ -208,3 +208,22 @@ def test_xfetch_refreshes_only_near_expiry() -> None:
     assert xfetch_due(99.9, 100.0, 1.0, 1.0, rand=lambda: 0.5)
     assert soft_deadline(100.0, 1.0, 1.0) == 93.0
     assert xfetch_due(100.0, 100.0, 0.0, 1.0)
+
+
+def test_only_a_spec_reading_sender_keeps_a_finished_tasks_execution():
+    """``execution_kept`` never comes from a payload (the webhook's token is low-trust);
+    outside Mistral, or for a state that publishes nothing, the spec check cannot tell."""
+    from dataclasses import replace
+
+    from mistral_cache.mistral.events.mapping import parse_event, tags_for
+    from mistral_cache.mistral.events.task_spec import publishes_global
+
+    body = {"id": "t1", "project_id": "p", "workflow_execution_id": "wx1", "state": "SUCCESS", "execution_kept": True}
+    ev = parse_event(body, "TASK_SUCCEEDED")
+    assert ev.execution_kept is False
+    with_execution = [t for t in tags_for(ev, "http://m/v2") if t.endswith("|executions|id:wx1")]
+    assert len(with_execution) == 2  # the project's scope and the admins'
+    kept = tags_for(replace(ev, execution_kept=True), "http://m/v2")
+    assert set(tags_for(ev, "http://m/v2")) - set(kept) == set(with_execution)
+    assert publishes_global("t1", "SUCCESS") is None  # no Mistral in this environment
+    assert publishes_global("t1", "RUNNING") is None

@@ -5,6 +5,7 @@
 - :mod:`.receiver`: the authenticated WSGI app taking the webhook's POSTs;
 - :mod:`.reconcile`: the periodic ``updated_at=gte:`` sweep for lost events;
 - :mod:`.publisher`: the plugin for Mistral's ``mistral.notification.publishers``;
+- :mod:`.task_spec`: inside Mistral, whether a finished task published a global variable;
 - :mod:`.serve`: ``mistral-cache events serve``, the app under waitress.
 """
 

@@ -21,8 +21,8 @@ from typing import Any
 from ..identity import scope_for
 
 __all__ = [
-    "ANY", "EVENT_TYPES", "EventError", "Event", "KEEPS_EXECUTION", "TASK_EVENTS", "WORKFLOW_EVENTS", "list_tag", "parse_event",
-    "tags_for",
+    "ANY", "EVENT_TYPES", "EventError", "Event", "FINISHING", "KEEPS_EXECUTION", "TASK_EVENTS", "WORKFLOW_EVENTS", "list_tag",
+    "parse_event", "tags_for",
 ]
 
 _STATES = ("LAUNCHED", "SUCCEEDED", "FAILED", "CANCELLED", "PAUSED", "RESUMED", "RERUN")
@@ -37,6 +37,12 @@ EVENT_TYPES = WORKFLOW_EVENTS | TASK_EVENTS
 #: published_global and updated_at at that moment, so the other task events still
 #: invalidate the execution.
 KEEPS_EXECUTION = frozenset({"TASK_LAUNCHED"})
+
+#: Task events after which Mistral has run the task's ``publish``: the only ones
+#: whose ``global`` variables can change the execution. A sender that can read the
+#: task's spec (the plugin, inside Mistral) marks one that publishes no global
+#: variable with ``Event.execution_kept``.
+FINISHING = frozenset({"TASK_SUCCEEDED", "TASK_FAILED", "TASK_SKIPPED"})
 
 #: The filter value of a list read without that filter (an unfiltered task list).
 ANY = "*"
@@ -61,6 +67,10 @@ class Event:
     workflow_execution_id: str | None = None  # task events: the task's execution
     root_execution_id: str | None = None  # workflow events: the top of a sub-workflow tree
     task_execution_id: str | None = None  # workflow events: the parent task of a sub-workflow
+    #: Set only by a sender that read the task's spec (never from a payload: the
+    #: webhook's token is low-trust): this finishing task published no global
+    #: variable, so its execution reads as before.
+    execution_kept: bool = False
 
     @property
     def is_task(self) -> bool:
@@ -116,7 +126,7 @@ def _relative_tags(scope: str, ev: Event) -> list[str]:
             # the task's action executions (they send no events of their own) and its sub-workflows
             list_tag(scope, "action_executions", "task", ev.id), list_tag(scope, "action_executions", "task", ANY),
         ]
-        if ev.kind not in KEEPS_EXECUTION:  # a finishing task can change its execution (publish global)
+        if ev.kind not in KEEPS_EXECUTION and not ev.execution_kept:  # a task's publish global changes its execution
             tags.append(f"{scope}|executions|id:{ev.workflow_execution_id}")
         return tags
     out = [f"{scope}|executions|id:{ev.id}", f"{scope}|executions|list"]

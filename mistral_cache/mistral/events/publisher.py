@@ -13,7 +13,10 @@ or ``/etc/mistral/mistral-cache.conf``::
     mistral_url = http://mistral.internal:8989/v2   ; exactly as the clients spell it
 
 The mapping is the receiver's (:func:`.mapping.tags_for`); a malformed event is
-logged and ignored (the engine must not fail a workflow over its cache). Its
+logged and ignored (the engine must not fail a workflow over its cache). One
+thing the plugin knows that the receiver cannot: whether a finished task
+published a global variable (:mod:`.task_spec`, one read of the task's row), so
+a task that did not leaves its execution cached (``kept_executions``). Its
 counters have the receiver's names (``events.<TYPE>``, ``rejected.event``,
 ``invalidations``) and are published every 10 s for ``mistral-cache stats``.
 """
@@ -24,14 +27,16 @@ import configparser
 import logging
 import os
 import threading
+from dataclasses import replace
 from typing import Any
 
 from ...cache import Cache
 from ...observability.publisher import StatsPublisher, add_section
 from ...policies import Timeouts
 from .lease import PLUGIN_TYPE, LeaseKeeper
-from .mapping import EventError, parse_event, tags_for
+from .mapping import FINISHING, EventError, parse_event, tags_for
 from .receiver import mark_sender
+from .task_spec import publishes_global
 
 __all__ = ["DEFAULT_CONFIG", "Publisher"]
 
@@ -62,7 +67,7 @@ class Publisher:
         """As the receiver's: ``events.<TYPE>``, ``rejected.event``, ``invalidations``..."""
         with self._lock:
             counts = dict(self.counts)
-        for name in ("invalidations", "missed_events", "unacknowledged", "discarded"):
+        for name in ("invalidations", "missed_events", "unacknowledged", "discarded", "kept_executions"):
             counts.setdefault(name, 0)
         return counts
 
@@ -85,6 +90,9 @@ class Publisher:
             log.warning("mistral_cache publisher: ignored event %s of %s: %s", str(event)[:40], ex_id, exc)
             self._count("rejected.event")
             return
+        if ev.kind in FINISHING and publishes_global(ev.id, ev.state) is False:
+            ev = replace(ev, execution_kept=True)
+            self._count("kept_executions")
         tags = tags_for(ev, self.mistral_url)
         if not self.cache.invalidate_tags(*tags):
             self._count("unacknowledged")
