@@ -1,17 +1,27 @@
 """Freshness of Mistral polling with and without events, against a REAL server.
 
-One command starts everything (a Redis, a Mistral whose notifier posts to
-``mistral-cache events serve``, the receiver) and runs the same polling workload
-four times -- the plain client, ``CachedMistralClient`` with the state rules
-(a namespace no receiver serves: events off), the tutorial recipe (Redis
+One command starts everything (a Redis, a Mistral that publishes every state
+change both ways -- posting to ``mistral-cache events serve`` and through this
+project's publisher plugin inside its engine, which invalidates straight into
+Redis under its own namespace -- and the receiver) and runs the same polling
+workload five times: the plain client, ``CachedMistralClient`` with the state
+rules (a namespace no publisher serves: events off), the tutorial recipe (Redis
 GET/SET, fixed 300 s TTL: :func:`benchmarks.freshness.tutorial_read`), and
-``CachedMistralClient`` with events on -- then prints, for each: reads,
+``CachedMistralClient`` with events on, once in the webhook's namespace and once
+in the plugin's (each finds its publisher's freshness lease by itself; the detail
+says after how many reads the lease was live). It prints, for each: reads,
 upstream requests, true changes, outdated reads, worst staleness and upstream
 requests per change, then where the outdated reads and upstream requests were
-(by resource; with events on, whether each outdated read's event had been
-applied before the read, from the receiver's trace)::
+(by resource; for the webhook, whether each outdated read's event had been
+applied before the read, from the receiver's trace -- the plugin leaves none)::
 
-    python -m benchmarks.events_freshness [--pollers 4] [--executions 4] [--interval 0.2] [--out DIR]
+    python -m benchmarks.events_freshness [--pollers 4] [--executions 4] [--interval 0.2]
+                                          [--durations 1,2,1] [--out DIR]
+
+``--durations``: whole seconds of the workflow's chained std.sleep tasks. The
+default's short tasks end before the state rules' 2 s TTL of a RUNNING resource
+matters much; long ones (``6,10,6``) show that TTL refetching states that did
+not change, which events avoid.
 
 Ground truth: the plain client in this process every 50 ms (one execution list
 and one task list per sample). A poller's read started at ``t`` is outdated when
@@ -38,19 +48,32 @@ __all__ = ["main", "poll", "score"]
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "mistral-server"
 TOLERANCE = 0.05
-WF = """
-version: '2.0'
-bench_events:
-  tasks:
-    t1:
-      action: std.sleep seconds=1
-      on-success: t2
-    t2:
-      action: std.sleep seconds=2
-      on-success: t3
-    t3:
-      action: std.sleep seconds=1
-"""
+
+
+def _durations(text: str) -> tuple[int, ...]:
+    """``--durations``: whole seconds, > 0 (std.sleep truncates its ``seconds`` to an int)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("at least one task: comma-separated whole seconds, e.g. 1,2,1")
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: comma-separated whole seconds, e.g. 1,2,1 (std.sleep takes whole seconds)") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: every task's seconds must be > 0")
+    return values
+
+
+def _workflow(durations: tuple[int, ...]) -> tuple[str, str]:
+    """(name, definition) of the bench workflow: one std.sleep task per duration, in a
+    chain. The name carries the durations, so runs with other durations never share one."""
+    name = "bench_events_" + "_".join(map(str, durations))
+    tasks = []
+    for i, seconds in enumerate(durations, 1):
+        tasks.append(f"    t{i}:\n      action: std.sleep seconds={seconds}\n")
+        if i < len(durations):
+            tasks.append(f"      on-success: t{i + 1}\n")
+    return name, f"version: '2.0'\n{name}:\n  tasks:\n" + "".join(tasks)
 
 
 def _tasks_value(tasks: list[Any]) -> list[list[str]]:
@@ -59,7 +82,7 @@ def _tasks_value(tasks: list[Any]) -> list[list[str]]:
 
 #: Poller modes: the row names of the table, in the order they run.
 MODES = {"plain": "no cache", "state rules": "state rules (events off)", "tutorial": "tutorial (GET/SET, 300 s)",
-         "events": "events on"}
+         "events (webhook)": "events on (webhook)", "events (plugin)": "events on (plugin)"}
 
 
 def _reader(mode: str, url: str, redis_url: str, namespace: str) -> tuple[Any, Any, Any, Any]:
@@ -95,11 +118,15 @@ def _reader(mode: str, url: str, redis_url: str, namespace: str) -> tuple[Any, A
 
 
 def poll(mode: str, url: str, redis_url: str, namespace: str, ids: list[str], interval: float,
-         stop_file: str = "") -> dict[str, Any]:
+         stop_file: str = "", deadline: float = 120.0) -> dict[str, Any]:
     """One poller process: every ``interval``, each execution and its task list, until
     it has seen all end (and 0.5 s more), or ``stop_file`` exists (the truth saw them
-    end 3 s ago: the tutorial's pollers never see it), or two minutes passed."""
-    _client, ex_state, tasks, session = _reader(mode, url, redis_url, namespace)
+    end 3 s ago: the tutorial's pollers never see it), or ``deadline`` seconds passed.
+    ``lease_live``: after how many of its executions' reads this process saw the
+    event stream's lease live (None: no cache, no lease to see)."""
+    client, ex_state, tasks, session = _reader(mode, url, redis_url, namespace)
+    watch = getattr(client, "events", None) if mode not in ("plain", "tutorial") else None
+    lease_live = 0
     upstream = [0]
     fetched: list[list[Any]] = []  # (time, path) of every upstream request
     original = session.request
@@ -113,19 +140,21 @@ def poll(mode: str, url: str, redis_url: str, namespace: str, ids: list[str], in
     reads: list[list[Any]] = []
     done: dict[str, float] = {}
     started = time.time()
-    while (len(done) < len(ids) or time.time() - max(done.values()) < 0.5) and time.time() - started < 120:
+    while (len(done) < len(ids) or time.time() - max(done.values()) < 0.5) and time.time() - started < deadline:
         if stop_file and os.path.exists(stop_file):
             break
         for ex_id in ids:
             t = time.time()
             state = ex_state(ex_id)
             reads.append([t, "ex:" + ex_id, state])
+            lease_live += bool(watch is not None and watch.live())
             t = time.time()
             reads.append([t, "tasks:" + ex_id, tasks(ex_id)])
             if state in ("SUCCESS", "ERROR"):
                 done.setdefault(ex_id, time.time())
         time.sleep(interval)
-    return {"reads": reads, "upstream": upstream[0], "fetched": fetched}
+    return {"reads": reads, "upstream": upstream[0], "fetched": fetched,
+            "lease_live": None if watch is None else lease_live}
 
 
 def _truth(plain: Any, ids: list[str], stop: threading.Event, out: list[list[Any]]) -> list[list[Any]]:
@@ -197,6 +226,9 @@ def score(truth: list[list[Any]], results: list[dict[str, Any]],
     detail: dict[str, Any] = {"outdated_by_resource": by_kind, "changes_by_resource": changes_by_kind,
                               "upstream_by_path": dict(sorted(by_path.items())),
                               "outdated_lags_s": sorted(round(o["lag"], 3) for o in late)}
+    live = [r["lease_live"] for r in results if r.get("lease_live") is not None]
+    if live:  # a cached mode: after how many execution reads its pollers saw the lease live
+        detail["lease_live_reads"] = [sum(live), sum(1 for r in results for _, k, _ in r["reads"] if k.startswith("ex:"))]
     if events is not None:
         detail["events"] = _attribute(late, events)
         detail["refetches"] = _refetches(versions, results, events)
@@ -262,16 +294,18 @@ def _attribute(late: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict
 
 
 def _run_mode(mode: str, plain: Any, env: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    ids = [plain.executions.create("bench_events").id for _ in range(args.executions)]
+    ids = [plain.executions.create(env["workflow"]).id for _ in range(args.executions)]
     stop = threading.Event()
     truth: list[list[Any]] = []
     sampler = threading.Thread(target=_truth, args=(plain, ids, stop, truth), daemon=True)
     sampler.start()
-    stop_file = Path(env["trace"]).parent / f"stop-{mode.replace(' ', '-')}"
-    namespace = {"events": env["namespace"], "state rules": env["namespace"] + "-rules",
-                 "tutorial": "tutorial-" + env["namespace"]}.get(mode, "-")
+    stop_file = Path(env["trace"]).parent / ("stop-" + "".join(c if c.isalnum() else "-" for c in mode))
+    namespace = {"events (webhook)": env["namespace"], "events (plugin)": env["plugin_namespace"],
+                 "state rules": env["namespace"] + "-rules", "tutorial": "tutorial-" + env["namespace"]}.get(mode, "-")
+    # the executions run side by side: long tasks need longer than the default two minutes
+    deadline = max(120.0, 60.0 + 3 * sum(args.durations))
     cmd = [sys.executable, "-m", "benchmarks.events_freshness", "--poller", mode, env["url"], env["redis_url"],
-           namespace, args.interval_text, str(stop_file), *ids]
+           namespace, args.interval_text, str(stop_file), str(deadline), *ids]
     outs = [open(stop_file.with_name(f"{stop_file.name}-{i}.json"), "w+") for i in range(args.pollers)]  # noqa: SIM115
     procs = [subprocess.Popen(cmd, stdout=out, text=True, cwd=str(REPO)) for out in outs]
     final = ("SUCCESS", "ERROR", "CANCELLED")
@@ -292,7 +326,7 @@ def _run_mode(mode: str, plain: Any, env: dict[str, Any], args: argparse.Namespa
     stop.set()
     sampler.join(10)
     events = None
-    if mode == "events":
+    if mode == "events (webhook)":  # the plugin leaves no trace: no per-event attribution for it
         wanted = set(ids)
         with open(env["trace"], encoding="utf-8") as f:
             events = [e for e in map(json.loads, f) if e["id"] in wanted or e.get("wx") in wanted]
@@ -319,17 +353,21 @@ def _wait_health(port: int, token: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--poller":
-        mode, url, redis_url, namespace, interval, stop_file, *ids = argv[1:]
-        print(json.dumps(poll(mode, url, redis_url, namespace, ids, float(interval), stop_file)))
+        mode, url, redis_url, namespace, interval, stop_file, deadline, *ids = argv[1:]
+        print(json.dumps(poll(mode, url, redis_url, namespace, ids, float(interval), stop_file, float(deadline))))
         return 0
     p = argparse.ArgumentParser(prog="python -m benchmarks.events_freshness", description=__doc__.split("\n\n")[0])
     p.add_argument("--pollers", type=int, default=4)
     p.add_argument("--executions", type=int, default=4)
     p.add_argument("--interval", type=float, default=0.2)
+    p.add_argument("--durations", type=_durations, default=(1, 2, 1), metavar="A,B,C",
+                   help="whole seconds of the bench workflow's std.sleep tasks, in a chain (default 1,2,1; "
+                        "e.g. 6,10,6: executions stay RUNNING past the state rules' 2 s TTL)")
     p.add_argument("--out", default="bench-results")
     args = p.parse_args(argv)
     args.interval_text = str(args.interval)
     from mistralclient.api import client as mc
+    from mistralclient.api.base import APIException
 
     from mistral_cache.testing.servers import RedisServer
     from mistral_cache.testing.support import free_port
@@ -345,13 +383,20 @@ def main(argv: list[str] | None = None) -> int:
     location = ["--port", str(mport), "--workdir", str(work / "mistral")]
     server = RedisServer().start()
     receiver = None
+    namespace = "bench" + secrets.token_hex(4)
     try:
+        # both publishers on one server: every state change goes to the receiver (webhook) and,
+        # from inside the engine, straight into Redis under the plugin's own namespace
         started = subprocess.run([sys.executable, str(SCRIPT), "start", *location, "--notify-url",
-                                  f"http://127.0.0.1:{rport}/events", "--notify-token-file", str(token_file)],
-                                 capture_output=True, text=True, check=True)
+                                  f"http://127.0.0.1:{rport}/events", "--notify-token-file", str(token_file),
+                                  "--notify-plugin", server.url, "--notify-plugin-namespace", namespace + "-plugin"],
+                                 capture_output=True, text=True)
+        if started.returncode:
+            raise RuntimeError(f"scripts/mistral-server start failed:\n{started.stdout}{started.stderr}")
         url = started.stdout.strip().splitlines()[-1]
-        env = {"url": url, "redis_url": server.url, "namespace": "bench" + secrets.token_hex(4),
-               "trace": str(work / "events.jsonl")}
+        workflow, definition = _workflow(args.durations)
+        env = {"url": url, "redis_url": server.url, "namespace": namespace, "plugin_namespace": namespace + "-plugin",
+               "trace": str(work / "events.jsonl"), "workflow": workflow}
         with open(work / "receiver.log", "wb") as log:
             receiver = subprocess.Popen(
                 [sys.executable, "-m", "mistral_cache.admin.cli", "events", "serve", "--listen", f"127.0.0.1:{rport}",
@@ -359,7 +404,12 @@ def main(argv: list[str] | None = None) -> int:
                  "--token-file", str(token_file), "--trace-file", env["trace"]], stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
         _wait_health(rport, token)
         plain = mc.client(mistral_url=url)
-        plain.workflows.create(WF)
+        try:
+            plain.workflows.get(workflow)
+        except APIException:  # not there yet (a fresh server): create it
+            plain.workflows.create(definition)
+        else:  # a server that kept it: make it this run's durations
+            plain.workflows.update(definition)
         rows = {mode: _run_mode(mode, plain, env, args) for mode in MODES}
     finally:
         if receiver is not None:
@@ -376,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         d = row["detail"]
         print(f"{MODES[mode]}: outdated by resource {d['outdated_by_resource']} (changes {d['changes_by_resource']}), "
               f"upstream by path {d['upstream_by_path']}")
+        if "lease_live_reads" in d:
+            print(f"  lease live after {d['lease_live_reads'][0]} of {d['lease_live_reads'][1]} execution reads")
         if "events" in d:
             e = d["events"]
             print(f"  outdated reads vs their event: applied before the read {e['before_read']}, "
