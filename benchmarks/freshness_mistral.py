@@ -251,7 +251,7 @@ class _Reads:
                                                                              sort_dirs="desc")]
 
 
-def _serve_wsgi(app: Any, port: int) -> Callable[[], None]:
+def serve_wsgi(app: Any, port: int) -> Callable[[], None]:
     """Serve ``app`` on 127.0.0.1:``port`` in a thread (waitress, else the standard
     library's threading WSGI server); return its stop function."""
     import threading
@@ -315,7 +315,7 @@ def events_polling(sim: Any, redis_url: str, *, quick: bool = True, delay: Any =
     port = free_port()
     running = build(Settings(redis_url=redis_url, mistral_url=sim.url, token=token.encode(),
                              namespace=namespaces["events on"], listen=f"127.0.0.1:{port}", stats_interval=0))
-    stop_server = _serve_wsgi(running.receiver, port)
+    stop_server = serve_wsgi(running.receiver, port)
     notifier = sim.notify(f"http://127.0.0.1:{port}/events", {"Authorization": f"Bearer {token}"},
                           delay=delay or PostDelay(), seed=seed)
     created: dict[str, list[tuple[float, str]]] = {}  # execution -> its tasks (created at, id)
