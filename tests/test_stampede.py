@@ -274,3 +274,22 @@ async def test_cancelled_leader_does_not_cancel_its_followers(redis_url: str, na
     # the cancelled leader released its Redis lock: nobody waited for its 5 s timeout (a bound)
     assert time.monotonic() - t0 < 4.0
     assert len(calls) == 2  # the cancelled computation and one retry, not one per follower
+
+
+def test_dogpile_creator_keeps_its_lock_past_the_timeout(redis_url: str, namespace: str, rclient: redis.Redis) -> None:
+    """The dogpile mutex's lock is extended while held (the LockKeeper the Cache's locks
+    have): held for 3 timeouts, it is still there, and gone once released."""
+    pytest.importorskip("dogpile.cache")
+    from dogpile.cache import make_region
+
+    region = make_region().configure("mistral_cache", arguments={"redis_url": redis_url, "namespace": namespace, "lock_timeout": 0.6})
+    lock_key = region.backend.keyspace.lock("k")
+    mutex = region.backend.get_mutex("k")
+    assert mutex.acquire()
+    try:
+        time.sleep(1.8)
+        assert rclient.exists(lock_key), "the held lock expired"
+    finally:
+        mutex.release()
+    assert not rclient.exists(lock_key)
+    region.backend.cache.close()

@@ -4,13 +4,13 @@ processes and hosts, released token-checked, extended while held.
 Why not redis-py's ``Lock`` (as ``dogpile.cache.redis`` does): ours runs through
 the tier's retry policy and circuit breaker, so a sick Redis makes the mutex fail
 open (the caller computes) instead of raising into the service; and one thread per
-backend keeps every held lock alive, so a slow creator keeps its lock while a dead
-holder's lock still expires after ``RedisLock.timeout``.
+backend keeps every held lock alive (the keeper the Cache's own locks have), so a
+slow creator keeps its lock while a dead holder's lock still expires after
+``RedisLock.timeout``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -20,51 +20,29 @@ from dogpile.cache.api import CacheMutex
 
 from ..exceptions import LockTimeout
 from ..policies import RedisLock
+from ..stampede import LockKeeper
 from ..tiers.redis import FAILED, RedisTier
 
 __all__ = ["DistributedMutex", "LockExtender"]
-
-log = logging.getLogger("mistral_cache.dogpile")
 
 #: Polling pause while another process holds the lock: doubles up to the second value.
 POLL = (0.005, 0.05)
 
 
-class LockExtender:
-    """One daemon thread per backend resetting the expiry of every held lock each
-    ``timeout / 3`` (redis-py's reacquire script, token-checked)."""
+class LockExtender(LockKeeper):
+    """The core's :class:`~mistral_cache.stampede.LockKeeper` (one daemon thread
+    resetting each held lock's expiry every ``timeout / 3``) on the tier's
+    token-checked reacquire script, one per backend. Only a refused extension is
+    a lost lock: Redis failing is not (the lock expires or the mutex failed open)."""
 
     def __init__(self, tier: RedisTier, timeout: float) -> None:
-        self._tier, self._timeout_ms, self.interval = tier, int(timeout * 1000), timeout / 3
-        self._held: dict[bytes, str] = {}
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
+        timeout_ms = int(timeout * 1000)
 
-    def add(self, lock_key: str, token: bytes) -> None:
-        with self._cond:
-            self._held[token] = lock_key
-            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, name="mistral-cache-dogpile-locks", daemon=True)
-                self._thread.start()
+        def extend(lock_key: str, token: bytes) -> bool:
+            got = tier.run(tier.reacquire(lock_key, token, timeout_ms), "extend lock")
+            return got is FAILED or bool(got)
 
-    def remove(self, token: bytes) -> None:
-        with self._cond:
-            self._held.pop(token, None)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait(self.interval)
-                if not self._held:
-                    self._thread = None
-                    return
-                held = list(self._held.items())
-            for token, lock_key in held:
-                got = self._tier.run(self._tier.reacquire(lock_key, token, self._timeout_ms), "extend lock")
-                if got is not FAILED and not got:
-                    log.warning("lost the lock %s while creating (expired or taken over)", lock_key)
+        super().__init__(extend, timeout / 3)
 
 
 class DistributedMutex(CacheMutex):
