@@ -123,8 +123,10 @@ def poll(mode: str, url: str, redis_url: str, namespace: str, ids: list[str], in
     it has seen all end (and 0.5 s more), or ``stop_file`` exists (the truth saw them
     end 3 s ago: the tutorial's pollers never see it), or ``deadline`` seconds passed.
     ``lease_live``: after how many of its executions' reads this process saw the
-    event stream's lease live (None: no cache, no lease to see)."""
+    event stream's lease live (None: no cache, no lease to see). No ``ids``: they come
+    from stdin, once the client is built (:func:`_ready_then_ids`)."""
     client, ex_state, tasks, session = _reader(mode, url, redis_url, namespace)
+    ids = ids or _ready_then_ids(stop_file)
     watch = getattr(client, "events", None) if mode not in ("plain", "tutorial") else None
     lease_live = 0
     upstream = [0]
@@ -155,6 +157,14 @@ def poll(mode: str, url: str, redis_url: str, namespace: str, ids: list[str], in
         time.sleep(interval)
     return {"reads": reads, "upstream": upstream[0], "fetched": fetched,
             "lease_live": None if watch is None else lease_live}
+
+
+def _ready_then_ids(stop_file: str) -> list[str]:
+    """Say this poller is set up (imports done, client built: seconds for 8 processes
+    on 2 cores, as long as the default workflow), then wait for the executions' ids:
+    the bench creates them only once every poller is ready, so none misses the start."""
+    Path(f"{stop_file}.ready-{os.getpid()}").touch()
+    return sys.stdin.readline().split()
 
 
 def _truth(plain: Any, ids: list[str], stop: threading.Event, out: list[list[Any]]) -> list[list[Any]]:
@@ -294,20 +304,29 @@ def _attribute(late: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict
 
 
 def _run_mode(mode: str, plain: Any, env: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    ids = [plain.executions.create(env["workflow"]).id for _ in range(args.executions)]
-    stop = threading.Event()
-    truth: list[list[Any]] = []
-    sampler = threading.Thread(target=_truth, args=(plain, ids, stop, truth), daemon=True)
-    sampler.start()
     stop_file = Path(env["trace"]).parent / ("stop-" + "".join(c if c.isalnum() else "-" for c in mode))
     namespace = {"events (webhook)": env["namespace"], "events (plugin)": env["plugin_namespace"],
                  "state rules": env["namespace"] + "-rules", "tutorial": "tutorial-" + env["namespace"]}.get(mode, "-")
     # the executions run side by side: long tasks need longer than the default two minutes
     deadline = max(120.0, 60.0 + 3 * sum(args.durations))
     cmd = [sys.executable, "-m", "benchmarks.events_freshness", "--poller", mode, env["url"], env["redis_url"],
-           namespace, args.interval_text, str(stop_file), str(deadline), *ids]
+           namespace, args.interval_text, str(stop_file), str(deadline)]
     outs = [open(stop_file.with_name(f"{stop_file.name}-{i}.json"), "w+") for i in range(args.pollers)]  # noqa: SIM115
-    procs = [subprocess.Popen(cmd, stdout=out, text=True, cwd=str(REPO)) for out in outs]
+    procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, text=True, cwd=str(REPO)) for out in outs]
+    waited = time.time()
+    while len(list(stop_file.parent.glob(stop_file.name + ".ready-*"))) < len(procs):
+        if any(p.poll() is not None for p in procs) or time.time() - waited > 120:
+            raise RuntimeError(f"{mode}: a poller ended or took two minutes before it was ready")
+        time.sleep(0.05)
+    ids = [plain.executions.create(env["workflow"]).id for _ in range(args.executions)]
+    stop = threading.Event()
+    truth: list[list[Any]] = []
+    sampler = threading.Thread(target=_truth, args=(plain, ids, stop, truth), daemon=True)
+    sampler.start()
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(" ".join(ids) + "\n")
+        p.stdin.close()
     final = ("SUCCESS", "ERROR", "CANCELLED")
     ended = None
     while any(p.poll() is None for p in procs):
