@@ -1,5 +1,6 @@
 """What the Mistral and Keystone launchers share: paths, loopback probes, process
-groups, logs and the secret files.
+groups, logs, the secret files, and the steps of start, stop and status that both
+servers take alike (:class:`Server`).
 
 Standard library only: the launchers also run under a bare ``python3`` that has
 none of the project's dependencies (``scripts/mistral-server`` falls back to
@@ -18,13 +19,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "HOST",
     "REPO",
     "LaunchError",
+    "Server",
     "StartFailed",
     "http_request",
     "http_status",
@@ -38,7 +41,9 @@ __all__ = [
     "read_secret",
     "run_logged",
     "spawn_logged",
+    "stop_process",
     "tail",
+    "wait_ready",
     "write_json",
     "write_private",
 ]
@@ -186,6 +191,94 @@ def spawn_logged(cmd: Sequence[str], logfile: Path, cwd: Path, env: Mapping[str,
         return subprocess.Popen(
             list(cmd), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(cwd), env=env, start_new_session=True
         )
+
+
+def wait_ready(proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout: float, interval: float) -> bool:
+    """Poll ``ready()`` every ``interval`` seconds: True once it holds; False when the
+    process exited first (``proc.returncode`` is set) or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def stop_process(pid: int | None, grace: float, on_slow: Callable[[], None] | None = None) -> bool:
+    """:func:`kill_group` the server a workdir recorded, if any; whether it was running."""
+    was_running = bool(pid and pid_alive(pid))
+    if pid:
+        kill_group(pid, grace, on_slow)
+    return was_running
+
+
+@dataclass(frozen=True)
+class Server:
+    """One launcher's names, and the start steps Mistral's and Keystone's take alike,
+    so that both word their messages and lay out their workdirs the same way."""
+
+    prog: str  # "mistral-server": every message starts with it
+    run_dir: str  # the default workdir is <repo>/.mistral/<run_dir>-PORT
+    log_name: str  # the server's log, inside the workdir
+
+    def log(self, msg: str) -> None:
+        log(self.prog, msg)
+
+    def default_workdir(self, port: int) -> Path:
+        return REPO / ".mistral" / f"{self.run_dir}-{port}"
+
+    @staticmethod
+    def state_path(workdir: Path) -> Path:
+        return workdir / "state.json"
+
+    def load_state(self, workdir: Path) -> dict[str, Any]:
+        """What the last start recorded (``{}`` when nothing or nothing readable)."""
+        return read_json(self.state_path(workdir)) or {}
+
+    def save_state(self, workdir: Path, state: Mapping[str, Any]) -> None:
+        write_json(self.state_path(workdir), state)
+
+    def forget(self, workdir: Path, *others: Path) -> None:
+        """Delete ``others`` (a pid file), then the state file, those that exist: a stopped server's records."""
+        for path in (*others, self.state_path(workdir)):
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
+    def open_workdir(self, workdir: Path | None, port: int) -> Path:
+        """The workdir, resolved and created owner-only (0700): the configs, databases,
+        keys and passwords live there."""
+        workdir = (workdir or self.default_workdir(port)).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(workdir, 0o700)
+        return workdir
+
+    def reuse(self, workdir: Path, port: int, pid: int | None, answers: Callable[[], bool], hint: str) -> bool:
+        """Before a start: True when the workdir's server runs and ``answers()`` (start
+        returns its URL); LaunchError when it runs but does not answer (``hint``: what
+        to do) or another process holds the port; False: go ahead."""
+        if pid and pid_alive(pid):
+            if answers():
+                self.log(f"already running (pid {pid}) in {workdir}")
+                return True
+            raise LaunchError(f"a server (pid {pid}) from {workdir} is running but not answering; {hint}")
+        if not port_free(port):
+            raise LaunchError(f"port {port} on {HOST} is in use")
+        return False
+
+    def fail_start(self, workdir: Path, why: str, stop: Callable[[], object]) -> NoReturn:
+        """Say why with the log's tail, ``stop()`` what started, raise :class:`StartFailed`."""
+        logfile = workdir / self.log_name
+        self.log(f"start failed: {why}\n----- {logfile} (tail) -----\n{tail(logfile)}\n-----")
+        stop()
+        raise StartFailed(why)
+
+    def started(self, workdir: Path, state: dict[str, Any], t0: float, what: str) -> None:
+        """Record in the state file how long the start took (since ``t0``) and say so."""
+        state["startup_seconds"] = round(time.monotonic() - t0, 1)
+        self.save_state(workdir, state)
+        self.log(f"{what} ready in {time.monotonic() - t0:.1f}s, pid {state['pid']}")
 
 
 def read_secret(path: str | Path) -> str:

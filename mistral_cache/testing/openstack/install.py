@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .common import REPO, LaunchError, log
 
-__all__ = ["VenvSpec", "install", "install_project", "installed_ok", "plugin_fingerprint"]
+__all__ = ["VenvSpec", "ensure_installed", "install", "install_project", "installed_ok", "plugin_fingerprint"]
 
 MARKER = ".mistral-cache-install"
 
@@ -101,6 +101,13 @@ def install(spec: VenvSpec, prog: str, *, force: bool = False, verbose: bool = F
         raise LaunchError(f"{spec.name} installed but does not import (see above)")
     (venv / MARKER).write_text(spec.fingerprint + "\n")
     log(prog, f"installed {spec.name} into {venv} in {time.monotonic() - started:.0f}s")
+
+
+def ensure_installed(spec: VenvSpec, prog: str) -> None:
+    """Install unless the quick check passes: a ``start`` installs on first use."""
+    if not installed_ok(spec, deep=False):
+        log(prog, f"{spec.name} is not installed in {spec.venv}: installing")
+        install(spec, prog)
 
 
 # -- this project inside the server's virtualenv (the publisher plugin) -------------

@@ -21,43 +21,34 @@ from pathlib import Path
 
 from .common import (
     HOST,
-    REPO,
     LaunchError,
-    StartFailed,
+    Server,
     http_status,
-    kill_group,
-    log,
     pid_alive,
-    port_free,
-    read_json,
     read_secret,
     run_logged,
     spawn_logged,
+    stop_process,
     tail,
-    write_json,
+    wait_ready,
     write_private,
 )
 from .config import KEY_REPOSITORIES, write_keystone_config
-from .install import install, installed_ok
+from .install import ensure_installed
 from .pins import KEYSTONE
 
-__all__ = ["DEFAULT_PORT", "DEFAULT_TIMEOUT", "PROG", "default_workdir", "start", "status", "stop"]
+__all__ = ["DEFAULT_PORT", "DEFAULT_TIMEOUT", "PROG", "SERVER", "default_workdir", "start", "status", "stop"]
 
 PROG = "keystone-server"
 DEFAULT_PORT = 5000
 DEFAULT_TIMEOUT = 120.0
+SERVER = Server(PROG, "keystone-run", "keystone.log")
+default_workdir = SERVER.default_workdir
 
 
-def _log(msg: str) -> None:
-    log(PROG, msg)
-
-
-def default_workdir(port: int) -> Path:
-    return REPO / ".mistral" / f"keystone-run-{port}"
-
-
-def _state_path(workdir: Path) -> Path:
-    return workdir / "state.json"
+def _pid(workdir: Path) -> int | None:
+    pid: int | None = SERVER.load_state(workdir).get("pid")
+    return pid
 
 
 def _password(path: Path) -> str:
@@ -78,21 +69,11 @@ def _password(path: Path) -> str:
 def start(port: int = DEFAULT_PORT, workdir: Path | None = None, timeout: float = DEFAULT_TIMEOUT, password_file: Path | None = None) -> str:
     """Bootstrap a fresh Keystone and serve it; block until it answers, return its
     identity URL. A server already answering in the workdir is reused."""
-    workdir = (workdir or default_workdir(port)).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.chmod(workdir, 0o700)  # keys, database and password live here
+    workdir = SERVER.open_workdir(workdir, port)
     url = f"http://{HOST}:{port}/v3"
-    pid = (read_json(_state_path(workdir)) or {}).get("pid")
-    if pid and pid_alive(pid):
-        if http_status(url) == 200:
-            _log(f"already running (pid {pid}) in {workdir}")
-            return url
-        raise LaunchError(f"a server (pid {pid}) from {workdir} is running but not answering; stop it first")
-    if not port_free(port):
-        raise LaunchError(f"port {port} on {HOST} is in use")
-    if not installed_ok(KEYSTONE, deep=False):
-        _log(f"Keystone is not installed in {KEYSTONE.venv}: installing")
-        install(KEYSTONE, PROG)
+    if SERVER.reuse(workdir, port, _pid(workdir), lambda: http_status(url) == 200, "stop it first"):
+        return url
+    ensure_installed(KEYSTONE, PROG)
 
     t0 = time.monotonic()
     password_file = password_file or workdir / "admin-password"
@@ -102,7 +83,7 @@ def start(port: int = DEFAULT_PORT, workdir: Path | None = None, timeout: float 
     for sub in KEY_REPOSITORIES:
         shutil.rmtree(workdir / "keys" / sub, ignore_errors=True)
     conf, _wsgi = write_keystone_config(workdir)
-    logfile = workdir / "keystone.log"
+    logfile = workdir / SERVER.log_name
     logfile.write_text("")
     env = dict(os.environ, PYTHONWARNINGS="ignore", OS_KEYSTONE_CONFIG_FILES=str(conf))
     env.pop("OS_BOOTSTRAP_PASSWORD", None)  # only bootstrap gets it
@@ -115,11 +96,11 @@ def start(port: int = DEFAULT_PORT, workdir: Path | None = None, timeout: float 
         step_env = dict(env, OS_BOOTSTRAP_PASSWORD=password) if step[0] == "bootstrap" else env
         if run_logged(manage + step, logfile, workdir, env=step_env) != 0:
             raise LaunchError(f"keystone-manage {step[0]} failed:\n{tail(logfile)}")
-        _log(f"keystone-manage {step[0]}: {time.monotonic() - t:.1f}s")
+        SERVER.log(f"keystone-manage {step[0]}: {time.monotonic() - t:.1f}s")
 
     cmd = [str(KEYSTONE.bin("gunicorn")), "--bind", f"{HOST}:{port}", "--workers", "1", "--threads", "4", "--worker-class", "gthread"]
     cmd += ["--timeout", "120", "--chdir", str(workdir), "keystone_wsgi:application"]
-    _log(f"starting Keystone on port {port}, log {logfile}")
+    SERVER.log(f"starting Keystone on port {port}, log {logfile}")
     proc = spawn_logged(cmd, logfile, workdir, env)
     state = {
         "port": port,
@@ -129,43 +110,25 @@ def start(port: int = DEFAULT_PORT, workdir: Path | None = None, timeout: float 
         "pid": proc.pid,
         "password_file": str(password_file.resolve()),
     }
-    write_json(_state_path(workdir), state)
-    deadline = time.monotonic() + timeout
-    while http_status(url, timeout=2.0) != 200:
-        if proc.poll() is not None:
-            _fail_start(workdir, f"gunicorn exited with code {proc.returncode}")
-        if time.monotonic() > deadline:
-            _fail_start(workdir, f"not ready in {timeout:.0f}s: GET {url} -> {http_status(url)}")
-        time.sleep(0.2)
-    state["startup_seconds"] = round(time.monotonic() - t0, 1)
-    write_json(_state_path(workdir), state)
-    _log(f"Keystone ready in {time.monotonic() - t0:.1f}s, pid {proc.pid}")
+    SERVER.save_state(workdir, state)
+    if not wait_ready(proc, lambda: http_status(url, timeout=2.0) == 200, timeout, 0.2):
+        exited = proc.returncode is not None
+        why = f"gunicorn exited with code {proc.returncode}" if exited else f"not ready in {timeout:.0f}s: GET {url} -> {http_status(url)}"
+        SERVER.fail_start(workdir, why, lambda: stop(workdir))
+    SERVER.started(workdir, state, t0, "Keystone")
     return url
-
-
-def _fail_start(workdir: Path, why: str) -> None:
-    logfile = workdir / "keystone.log"
-    _log(f"start failed: {why}\n----- {logfile} (tail) -----\n{tail(logfile)}\n-----")
-    stop(workdir)
-    raise StartFailed(why)
 
 
 def stop(workdir: Path) -> bool:
     """Stop the server of ``workdir`` (its files stay); whether one was running."""
-    pid = (read_json(_state_path(workdir)) or {}).get("pid")
-    was_running = bool(pid and pid_alive(pid))
-    if pid:
-        kill_group(pid, 10.0)
-    try:
-        _state_path(workdir).unlink()
-    except OSError:
-        pass
+    was_running = stop_process(_pid(workdir), 10.0)
+    SERVER.forget(workdir)
     return was_running
 
 
 def status(workdir: Path, port: int) -> int:
     """Print one status line on stdout; 0 running and answering, 1 not answering, 3 stopped."""
-    state = read_json(_state_path(workdir)) or {}
+    state = SERVER.load_state(workdir)
     pid = state.get("pid")
     if not pid or not pid_alive(pid):
         print(f"stopped (workdir {workdir})")

@@ -29,20 +29,17 @@ from .common import (
     HOST,
     REPO,
     LaunchError,
-    StartFailed,
+    Server,
     http_request,
     http_status,
-    kill_group,
-    log,
     open_url,
     pid_alive,
-    port_free,
     port_open,
-    read_json,
     run_logged,
     spawn_logged,
+    stop_process,
     tail,
-    write_json,
+    wait_ready,
 )
 from .config import (
     PLUGIN_NAMESPACE,
@@ -54,15 +51,17 @@ from .config import (
     write_mistral_config,
     write_publisher_config,
 )
-from .install import install, install_project, installed_ok
+from .install import ensure_installed, install_project
 from .pins import MISTRAL
 from .postgres import PgParams, create_database, database_url, drop_database
 
-__all__ = ["DEFAULT_PORT", "DEFAULT_TIMEOUT", "PG_COMPONENTS", "PROG", "StartOptions", "default_workdir", "start", "status", "stop"]
+__all__ = ["DEFAULT_PORT", "DEFAULT_TIMEOUT", "PG_COMPONENTS", "PROG", "SERVER", "StartOptions", "default_workdir", "start", "status", "stop"]
 
 PROG = "mistral-server"
 DEFAULT_PORT = 8989
 DEFAULT_TIMEOUT = 180.0
+SERVER = Server(PROG, "run", "mistral.log")
+default_workdir = SERVER.default_workdir
 SINGLE_PROCESS_LAUNCHER = REPO / "scripts" / "mistral_single_process.py"
 DEFAULT_TRANSPORT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
 
@@ -84,18 +83,6 @@ class StartOptions:
     notify: Notify | None = None
     plugin: Plugin | None = None  # this project's publisher plugin, installed into Mistral's venv
     with_event_engine: bool = False
-
-
-def _log(msg: str) -> None:
-    log(PROG, msg)
-
-
-def default_workdir(port: int) -> Path:
-    return REPO / ".mistral" / f"run-{port}"
-
-
-def _state_path(workdir: Path) -> Path:
-    return workdir / "state.json"
 
 
 def _pid_path(workdir: Path) -> Path:
@@ -126,7 +113,7 @@ def _keystone_token(keystone: KeystoneAuth, timeout: float = 10.0) -> str | None
             token = resp.headers.get("X-Subject-Token")
             return str(token) if token else None
     except (OSError, ValueError) as e:  # urllib's errors are OSErrors
-        _log(f"no admin token from Keystone: {getattr(e, 'code', e)}")
+        SERVER.log(f"no admin token from Keystone: {getattr(e, 'code', e)}")
         return None
 
 
@@ -164,7 +151,7 @@ def _prepare_postgres(opts: StartOptions, workdir: Path, state: dict[str, Any], 
     ok, out = create_database(python, db, params)
     if not ok:
         if opts.backend == "auto":
-            _log("PostgreSQL answers but the database could not be created, using sqlite:\n" + out)
+            SERVER.log("PostgreSQL answers but the database could not be created, using sqlite:\n" + out)
             return None
         raise LaunchError(f"could not create database {db}:\n{out}")
     transport = os.environ.get("MISTRAL_TRANSPORT_URL", DEFAULT_TRANSPORT_URL)
@@ -172,14 +159,14 @@ def _prepare_postgres(opts: StartOptions, workdir: Path, state: dict[str, Any], 
         conf, opts.port, "postgres", workdir, database_url(params, db), transport, opts.keystone, opts.notify, opts.plugin
     )
     state.update(backend="postgres", database=db, pg=params.public())
-    write_json(_state_path(workdir), state)
+    SERVER.save_state(workdir, state)
     manage = str(MISTRAL.bin("mistral-db-manage"))
     for step in (["upgrade", "head"], ["populate"]):
         t = time.monotonic()
         if run_logged([manage, "--config-file", str(conf), *step], logfile, workdir) != 0:
             drop_database(python, db, params)
             raise LaunchError("mistral-db-manage {} failed:\n{}".format(" ".join(step), tail(logfile)))
-        _log("mistral-db-manage {}: {:.1f}s".format(" ".join(step), time.monotonic() - t))
+        SERVER.log("mistral-db-manage {}: {:.1f}s".format(" ".join(step), time.monotonic() - t))
     components = PG_COMPONENTS + (["event-engine"] if opts.with_event_engine else [])
     return [str(MISTRAL.bin("mistral-server")), "--config-file", str(conf), "--server", ",".join(components)]
 
@@ -190,7 +177,7 @@ def _prepare_sqlite(opts: StartOptions, workdir: Path, state: dict[str, Any], co
     database = workdir / "mistral.sqlite"
     write_mistral_config(conf, opts.port, "sqlite", workdir, f"sqlite:///{database}", "fake:/", opts.keystone, opts.notify, opts.plugin)
     state.update(backend="sqlite", database=str(database))
-    write_json(_state_path(workdir), state)
+    SERVER.save_state(workdir, state)
     return [str(MISTRAL.bin("python")), str(SINGLE_PROCESS_LAUNCHER), "--config-file", str(conf)]
 
 
@@ -198,29 +185,20 @@ def start(opts: StartOptions) -> str:
     """Start a server (installing Mistral first if needed), block until it is
     ready, return its API URL. A server already answering in the workdir is reused."""
     port = opts.port
-    workdir = (opts.workdir or default_workdir(port)).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    # Owner-only, as Keystone's: the config, the SQLite database (execution params hold
-    # the receiver's token) and the plugin's settings live here.
-    os.chmod(workdir, 0o700)
+    # Owner-only: the config, the SQLite database (execution params hold the
+    # receiver's token) and the plugin's settings live there.
+    workdir = SERVER.open_workdir(opts.workdir, port)
     url = f"http://{HOST}:{port}/v2"
     keystone = opts.keystone
-    pid = _read_pid(workdir)
-    if pid and pid_alive(pid):
-        if _api_status(url + "/workflows", keystone) == 200:
-            _log(f"already running (pid {pid}) in {workdir}")
-            return url
-        raise LaunchError(f"a server (pid {pid}) from {workdir} is running but not answering; run `{sys.argv[0]} stop --workdir {workdir}` first")
-    if not port_free(port):
-        raise LaunchError(f"port {port} on {HOST} is in use")
-    if not installed_ok(MISTRAL, deep=False):
-        _log(f"Mistral is not installed in {MISTRAL.venv}: installing")
-        install(MISTRAL, PROG)
+    hint = f"run `{sys.argv[0]} stop --workdir {workdir}` first"
+    if SERVER.reuse(workdir, port, _read_pid(workdir), lambda: _api_status(url + "/workflows", keystone) == 200, hint):
+        return url
+    ensure_installed(MISTRAL, PROG)
     if opts.plugin:
         install_project(MISTRAL, PROG, PLUGIN_NAMESPACE, PLUGIN_TYPE)
 
     t0 = time.monotonic()
-    logfile, conf = workdir / "mistral.log", workdir / "mistral.conf"
+    logfile, conf = workdir / SERVER.log_name, workdir / "mistral.conf"
     logfile.write_text("")  # a fresh log for each start
     state: dict[str, Any] = {
         "port": port,
@@ -246,64 +224,50 @@ def start(opts: StartOptions) -> str:
         backend = "sqlite"
         cmd = _prepare_sqlite(opts, workdir, state, conf)
 
-    _log(f"starting Mistral ({backend} back end) on port {port}, log {logfile}")
+    SERVER.log(f"starting Mistral ({backend} back end) on port {port}, log {logfile}")
     proc = spawn_logged(cmd, logfile, workdir, env)
     _pid_path(workdir).write_text(f"{proc.pid}\n")
     state["pid"] = proc.pid
-    write_json(_state_path(workdir), state)
+    SERVER.save_state(workdir, state)
 
     markers = ["Engine server started.", "Periodic server started."]
     if backend == "postgres":
         markers += ["Executor server started.", "Notification server started."]
     if backend == "sqlite" or opts.with_event_engine:
         markers.append("Event engine server started.")
-    deadline = time.monotonic() + opts.timeout
-    while not (_api_status(url + "/workflows", keystone, timeout=2.0) == 200 and _log_has_all(logfile, markers)):
-        if proc.poll() is not None:
-            _fail_start(workdir, f"the server exited with code {proc.returncode}")
-        if time.monotonic() > deadline:
+
+    def ready() -> bool:
+        return _api_status(url + "/workflows", keystone, timeout=2.0) == 200 and _log_has_all(logfile, markers)
+
+    if not wait_ready(proc, ready, opts.timeout, 0.25):
+        if proc.returncode is not None:
+            why = f"the server exited with code {proc.returncode}"
+        else:
             missing = [m for m in markers if not _log_has_all(logfile, [m])]
-            _fail_start(
-                workdir,
+            why = (
                 f"not ready in {opts.timeout:.0f}s: GET {url}/workflows -> {_api_status(url + '/workflows', keystone)}, "
-                f"components not started: {', '.join(missing) or 'none'}",
+                f"components not started: {', '.join(missing) or 'none'}"
             )
-        time.sleep(0.25)
-    state["startup_seconds"] = round(time.monotonic() - t0, 1)
-    write_json(_state_path(workdir), state)
-    _log(f"Mistral ({backend}) ready in {time.monotonic() - t0:.1f}s, pid {proc.pid}")
+        SERVER.fail_start(workdir, why, lambda: stop(workdir, quiet=True))
+    SERVER.started(workdir, state, t0, f"Mistral ({backend})")
     return url
-
-
-def _fail_start(workdir: Path, why: str) -> None:
-    logfile = workdir / "mistral.log"
-    _log(f"start failed: {why}\n----- {logfile} (tail) -----\n{tail(logfile)}\n-----")
-    stop(workdir, quiet=True)
-    raise StartFailed(why)
 
 
 def stop(workdir: Path, quiet: bool = False) -> bool:
     """Stop the server of ``workdir`` and drop its database; whether one was running."""
-    state = read_json(_state_path(workdir)) or {}
-    pid = _read_pid(workdir) or state.get("pid")
-    was_running = bool(pid and pid_alive(pid))
-    if pid:
-        kill_group(pid, 15.0, on_slow=lambda: _log("server did not stop in 15s, killing it"))
+    state = SERVER.load_state(workdir)
+    was_running = stop_process(_read_pid(workdir) or state.get("pid"), 15.0, on_slow=lambda: SERVER.log("server did not stop in 15s, killing it"))
     if state.get("backend") == "postgres" and state.get("database"):
         ok, out = drop_database(MISTRAL.bin("python"), state["database"], PgParams.from_state(state.get("pg")))
         if not ok and not quiet:
-            _log(f"could not drop database {state['database']}: {out}")
-    for p in (_pid_path(workdir), _state_path(workdir)):
-        try:
-            p.unlink()
-        except OSError:
-            pass
+            SERVER.log(f"could not drop database {state['database']}: {out}")
+    SERVER.forget(workdir, _pid_path(workdir))
     return was_running
 
 
 def status(workdir: Path, port: int) -> int:
     """Print one status line on stdout; 0 running and answering, 1 not answering, 3 stopped."""
-    state = read_json(_state_path(workdir)) or {}
+    state = SERVER.load_state(workdir)
     pid = _read_pid(workdir)
     if not pid or not pid_alive(pid):
         print(f"stopped (workdir {workdir})")
