@@ -7,7 +7,10 @@ each installed into a private virtualenv and run as real processes.
   ready), stop, status.
 - :mod:`.mistral_cli`, :mod:`.keystone_cli`: the command lines of
   ``scripts/mistral-server`` and ``scripts/keystone-server``, also runnable as
-  ``python -m mistral_cache.testing.openstack.mistral_cli``.
+  ``python -m mistral_cache.testing.openstack.mistral_cli``; what they share is
+  in :mod:`.cli`.
+- :mod:`.common`: what all of them share (probes, processes, logs, secrets, and
+  the start/stop steps both servers take alike).
 
 Standard library only, and nothing is imported here: the shims in ``scripts/``
 load this package even under a python3 without the project's dependencies.

@@ -28,82 +28,28 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from .common import LaunchError, StartFailed, log
-from .install import install
-from .keystone_server import DEFAULT_PORT, DEFAULT_TIMEOUT, PROG, default_workdir, start, status, stop
+from .cli import Launcher
+from .keystone_server import DEFAULT_PORT, DEFAULT_TIMEOUT, SERVER, start, status, stop
 from .pins import KEYSTONE
 
 __all__ = ["build_parser", "main"]
 
 
-def _workdir(args: argparse.Namespace) -> Path:
-    return Path(args.workdir or default_workdir(args.port)).resolve()
-
-
-def _cmd_install(args: argparse.Namespace) -> int:
-    install(KEYSTONE, PROG, force=args.force, verbose=args.verbose)
-    return 0
-
-
-def _cmd_start(args: argparse.Namespace) -> int:
+def _start(args: argparse.Namespace) -> str:
     password_file = Path(args.password_file) if args.password_file else None
-    print(start(args.port, Path(args.workdir) if args.workdir else None, args.timeout, password_file), flush=True)
-    return 0
+    return start(args.port, Path(args.workdir) if args.workdir else None, args.timeout, password_file)
 
 
-def _cmd_stop(args: argparse.Namespace) -> int:
-    workdir = _workdir(args)
-    log(PROG, f"stopped the server in {workdir}" if stop(workdir) else f"no server running in {workdir}")
-    return 0
+def _start_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+    p.add_argument("--password-file", help="the admin password (default <workdir>/admin-password, created with a random one when missing)")
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    return status(_workdir(args), args.port)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
-    )
-    sub = parser.add_subparsers(dest="command")
-    p = sub.add_parser("install", help="create the Keystone virtualenv (idempotent)")
-    p.add_argument("--force", action="store_true", help="reinstall from scratch")
-    p.add_argument("--verbose", action="store_true", help="show pip's output")
-    p.set_defaults(func=_cmd_install)
-    for name, func, text in (
-        ("start", _cmd_start, "bootstrap a fresh Keystone and serve it, wait until it answers"),
-        ("stop", _cmd_stop, "stop the server"),
-        ("status", _cmd_status, "is the server running and answering"),
-    ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--port", type=int, default=DEFAULT_PORT)
-        p.add_argument("--workdir", help="default <repo>/.mistral/keystone-run-PORT")
-        p.set_defaults(func=func)
-        if name == "start":
-            p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
-            p.add_argument("--password-file", help="the admin password (default <workdir>/admin-password, created with a random one when missing)")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``scripts/keystone-server`` command line; its exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
-        return 2
-    try:
-        code: int = args.func(args)
-    except StartFailed:
-        return 1  # already explained, with the log's tail
-    except LaunchError as e:
-        log(PROG, f"error: {e}")
-        return 1
-    return code
-
+LAUNCHER = Launcher(SERVER, __doc__, KEYSTONE, DEFAULT_PORT, start=_start, start_options=_start_options, stop=stop, status=status,
+                    start_help="bootstrap a fresh Keystone and serve it, wait until it answers", stop_help="stop the server")
+build_parser, main = LAUNCHER.build_parser, LAUNCHER.main  # main: the scripts/keystone-server command line; its exit code
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -58,13 +58,12 @@ from __future__ import annotations
 import argparse
 import sys
 import urllib.parse
-from collections.abc import Sequence
 from pathlib import Path
 
-from .common import LaunchError, StartFailed, log, read_secret
+from .cli import Launcher
+from .common import LaunchError, read_secret
 from .config import KeystoneAuth, Notify, Plugin
-from .install import install
-from .mistral_server import DEFAULT_PORT, DEFAULT_TIMEOUT, PROG, StartOptions, default_workdir, start, status, stop
+from .mistral_server import DEFAULT_PORT, DEFAULT_TIMEOUT, SERVER, StartOptions, start, status, stop
 from .pins import MISTRAL
 
 __all__ = ["build_parser", "main"]
@@ -123,16 +122,7 @@ def _plugin(args: argparse.Namespace) -> Plugin | None:
     return Plugin(url, args.notify_plugin_namespace or "default", password)
 
 
-def _workdir(args: argparse.Namespace) -> Path:
-    return Path(args.workdir or default_workdir(args.port)).resolve()
-
-
-def _cmd_install(args: argparse.Namespace) -> int:
-    install(MISTRAL, PROG, force=args.force, verbose=args.verbose)
-    return 0
-
-
-def _cmd_start(args: argparse.Namespace) -> int:
+def _start(args: argparse.Namespace) -> str:
     opts = StartOptions(
         port=args.port,
         workdir=Path(args.workdir) if args.workdir else None,
@@ -143,81 +133,37 @@ def _cmd_start(args: argparse.Namespace) -> int:
         plugin=_plugin(args),
         with_event_engine=args.with_event_engine,
     )
-    print(start(opts), flush=True)
-    return 0
+    return start(opts)
 
 
-def _cmd_stop(args: argparse.Namespace) -> int:
-    workdir = _workdir(args)
-    log(PROG, f"stopped the server in {workdir}" if stop(workdir) else f"no server running in {workdir}")
-    return 0
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    return status(_workdir(args), args.port)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+def _start_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["auto", "postgres", "sqlite"], default="auto")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the API (default %(default)s)")
+    p.add_argument("--keystone-url", help="turn auth on against this Keystone v3 URL")
+    p.add_argument("--keystone-password-file", help="file holding the Keystone admin password (first line)")
+    p.add_argument(
+        "--token-cache-time", type=int, default=None, help="[keystone_authtoken] token_cache_time (default: keystonemiddleware's 300 s)"
     )
-    sub = parser.add_subparsers(dest="command")
-    p = sub.add_parser("install", help="create the Mistral virtualenv (idempotent)")
-    p.add_argument("--force", action="store_true", help="reinstall from scratch")
-    p.add_argument("--verbose", action="store_true", help="show pip's output")
-    p.set_defaults(func=_cmd_install)
-    for name, func, text in (
-        ("start", _cmd_start, "start a server, wait until it answers"),
-        ("stop", _cmd_stop, "stop the server, drop its database"),
-        ("status", _cmd_status, "is the server running and answering"),
-    ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--port", type=int, default=DEFAULT_PORT)
-        p.add_argument("--workdir", help="default <repo>/.mistral/run-PORT")
-        p.set_defaults(func=func)
-        if name != "start":
-            continue
-        p.add_argument("--backend", choices=["auto", "postgres", "sqlite"], default="auto")
-        p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the API (default %(default)s)")
-        p.add_argument("--keystone-url", help="turn auth on against this Keystone v3 URL")
-        p.add_argument("--keystone-password-file", help="file holding the Keystone admin password (first line)")
-        p.add_argument(
-            "--token-cache-time", type=int, default=None, help="[keystone_authtoken] token_cache_time (default: keystonemiddleware's 300 s)"
-        )
-        p.add_argument(
-            "--notify-url",
-            help="post every state change to this events receiver ([notifier] type = local, "
-            "notify = webhook, [action_std_http] denied_cidrs emptied)",
-        )
-        p.add_argument("--notify-token-file", help="file holding the receiver's bearer token (first line)")
-        p.add_argument(
-            "--notify-plugin",
-            metavar="REDIS_URL",
-            help="install this project into Mistral's virtualenv and run its publisher plugin on every state change "
-            "([notifier] type = local, notify = mistral_cache), invalidating in this Redis (no password in it)",
-        )
-        p.add_argument("--notify-plugin-password-file", help="file holding that Redis's password (first line)")
-        p.add_argument("--notify-plugin-namespace", help="the cache namespace the plugin invalidates (default: default)")
-        p.add_argument("--with-event-engine", action="store_true", help="postgres: also run the event engine (spins a CPU)")
-    return parser
+    p.add_argument(
+        "--notify-url",
+        help="post every state change to this events receiver ([notifier] type = local, "
+        "notify = webhook, [action_std_http] denied_cidrs emptied)",
+    )
+    p.add_argument("--notify-token-file", help="file holding the receiver's bearer token (first line)")
+    p.add_argument(
+        "--notify-plugin",
+        metavar="REDIS_URL",
+        help="install this project into Mistral's virtualenv and run its publisher plugin on every state change "
+        "([notifier] type = local, notify = mistral_cache), invalidating in this Redis (no password in it)",
+    )
+    p.add_argument("--notify-plugin-password-file", help="file holding that Redis's password (first line)")
+    p.add_argument("--notify-plugin-namespace", help="the cache namespace the plugin invalidates (default: default)")
+    p.add_argument("--with-event-engine", action="store_true", help="postgres: also run the event engine (spins a CPU)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``scripts/mistral-server`` command line; its exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
-        return 2
-    try:
-        code: int = args.func(args)
-    except StartFailed:
-        return 1  # already explained, with the log's tail
-    except LaunchError as e:
-        log(PROG, f"error: {e}")
-        return 1
-    return code
-
+LAUNCHER = Launcher(SERVER, __doc__, MISTRAL, DEFAULT_PORT, start=_start, start_options=_start_options, stop=stop, status=status,
+                    start_help="start a server, wait until it answers", stop_help="stop the server, drop its database")
+build_parser, main = LAUNCHER.build_parser, LAUNCHER.main  # main: the scripts/mistral-server command line; its exit code
 
 if __name__ == "__main__":
     sys.exit(main())
