@@ -69,6 +69,18 @@ from .pins import MISTRAL
 __all__ = ["build_parser", "main"]
 
 
+def _secret(path: str, option: str, what: str) -> str:
+    """The secret in the file given as ``option``; the error names the option only, never
+    the file's content (the token and the Redis password are read alike)."""
+    try:
+        secret = read_secret(path)
+    except (OSError, ValueError):
+        raise LaunchError(f"cannot read {what} from {option}") from None
+    if not secret:
+        raise LaunchError(f"{option} is empty")
+    return secret
+
+
 def _keystone(args: argparse.Namespace) -> KeystoneAuth | None:
     if not args.keystone_url:
         return None
@@ -86,13 +98,7 @@ def _notify(args: argparse.Namespace) -> Notify | None:
         return None
     if not args.notify_token_file:
         raise LaunchError("--notify-url needs --notify-token-file (the bearer token never goes on a command line)")
-    try:
-        token = read_secret(args.notify_token_file)
-    except (OSError, ValueError):
-        raise LaunchError("cannot read a token from --notify-token-file") from None
-    if not token:
-        raise LaunchError("--notify-token-file is empty")
-    return Notify(args.notify_url, token)
+    return Notify(args.notify_url, _secret(args.notify_token_file, "--notify-token-file", "a token"))
 
 
 def _plugin(args: argparse.Namespace) -> Plugin | None:
@@ -113,12 +119,7 @@ def _plugin(args: argparse.Namespace) -> Plugin | None:
         raise LaunchError("the --notify-plugin URL must not carry a password: use --notify-plugin-password-file")
     password = None
     if args.notify_plugin_password_file:
-        try:
-            password = read_secret(args.notify_plugin_password_file)
-        except (OSError, ValueError):
-            raise LaunchError("cannot read a password from --notify-plugin-password-file") from None
-        if not password:
-            raise LaunchError("--notify-plugin-password-file is empty")
+        password = _secret(args.notify_plugin_password_file, "--notify-plugin-password-file", "a password")
     return Plugin(url, args.notify_plugin_namespace or "default", password)
 
 
