@@ -225,5 +225,5 @@ def test_only_a_spec_reading_sender_keeps_a_finished_tasks_execution():
     assert len(with_execution) == 2  # the project's scope and the admins'
     kept = tags_for(replace(ev, execution_kept=True), "http://m/v2")
     assert set(tags_for(ev, "http://m/v2")) - set(kept) == set(with_execution)
-    assert publishes_global("t1", "SUCCESS") is None  # no Mistral in this environment
-    assert publishes_global("t1", "RUNNING") is None
+    assert publishes_global("wx1", "t1", "SUCCESS") is None  # no Mistral in this environment
+    assert publishes_global("wx1", "t1", "RUNNING") is None

@@ -15,7 +15,7 @@ or ``/etc/mistral/mistral-cache.conf``::
 The mapping is the receiver's (:func:`.mapping.tags_for`); a malformed event is
 logged and ignored (the engine must not fail a workflow over its cache). One
 thing the plugin knows that the receiver cannot: whether a finished task
-published a global variable (:mod:`.task_spec`, one read of the task's row), so
+published a global variable (:mod:`.task_spec`, from the engine's own spec cache), so
 a task that did not leaves its execution cached (``kept_executions``). Its
 counters have the receiver's names (``events.<TYPE>``, ``rejected.event``,
 ``invalidations``) and are published every 10 s for ``mistral-cache stats``.
@@ -90,7 +90,8 @@ class Publisher:
             log.warning("mistral_cache publisher: ignored event %s of %s: %s", str(event)[:40], ex_id, exc)
             self._count("rejected.event")
             return
-        if ev.kind in FINISHING and publishes_global(ev.id, ev.state) is False:
+        name = data.get("name") if isinstance(data, dict) else None
+        if ev.kind in FINISHING and publishes_global(ev.workflow_execution_id or "", name, ev.state) is False:
             ev = replace(ev, execution_kept=True)
             self._count("kept_executions")
         tags = tags_for(ev, self.mistral_url)
