@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import os
-import queue
 import signal
 import threading
 import time
@@ -24,6 +23,7 @@ import pytest
 import redis
 
 from mistral_cache import Cache, Local, RedisLock
+from tests.stampede_helpers import collect
 
 CTX = mp.get_context("spawn")
 SLEEP = 0.2  # the cold function's compute time
@@ -120,63 +120,35 @@ def _killable_worker(url: str, ns: str, started: Any, ready: Any, out: Any) -> N
     out.put((os.getpid(), value, time.monotonic() - t0, time.time()))
 
 
-def _collect(out: Any, n: int, procs: list[Any]) -> list[Any]:
-    got = []
-    deadline = time.monotonic() + JOIN
-    while len(got) < n:
-        try:
-            got.append(out.get(timeout=max(0.1, deadline - time.monotonic())))
-        except queue.Empty:
-            break
-    for p in procs:
-        p.join(timeout=max(1.0, deadline - time.monotonic()))
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join(5)
-    assert [p.exitcode for p in procs] == [0] * len(procs), "a child hung or failed"
-    assert len(got) == n
-    return got
-
-
 def _calls(rclient: redis.Redis, ns: str) -> int:
     return int(rclient.get(f"{ns}:calls") or 0)
+
+
+def _one_call_for_all(worker: Any, nproc: int, callers: int, parties: int, url: str, ns: str, rclient: redis.Redis) -> None:
+    """``nproc`` processes of ``callers`` each (threads or tasks, released together by a
+    barrier of ``parties``) on one cold key: every caller gets the value, computed once."""
+    barrier, out = CTX.Barrier(parties), CTX.Queue()
+    procs = [CTX.Process(target=worker, args=(url, ns, callers, barrier, out)) for _ in range(nproc)]
+    for p in procs:
+        p.start()
+    got = collect(out, nproc, procs, JOIN)
+    assert [e for _, _, errs, _ in got for e in errs] == []
+    values = [v for _, vals, _, _ in got for v in vals]
+    assert len(values) == nproc * callers
+    assert all(v == expected(7) for v in values)
+    assert _calls(rclient, ns) == 1
+    assert sum(c for *_, c in got) == 1
 
 
 # -- tests ---------------------------------------------------------------------
 @pytest.mark.slow
 def test_four_processes_sixteen_threads_one_call(redis_url: str, namespace: str, rclient: redis.Redis) -> None:
-    nproc, nthreads = 4, 16
-    barrier = CTX.Barrier(nproc * nthreads)
-    out = CTX.Queue()
-    procs = [CTX.Process(target=_thread_worker, args=(redis_url, namespace, nthreads, barrier, out)) for _ in range(nproc)]
-    for p in procs:
-        p.start()
-    got = _collect(out, nproc, procs)
-    errors = [e for _, _, errs, _ in got for e in errs]
-    assert errors == []
-    values = [v for _, vals, _, _ in got for v in vals]
-    assert len(values) == nproc * nthreads
-    assert all(v == expected(7) for v in values)
-    assert _calls(rclient, namespace) == 1
-    assert sum(c for *_, c in got) == 1
+    _one_call_for_all(_thread_worker, 4, 16, 4 * 16, redis_url, namespace, rclient)  # every thread waits at the barrier
 
 
 @pytest.mark.slow
 def test_four_processes_sixty_four_tasks_one_call(redis_url: str, namespace: str, rclient: redis.Redis) -> None:
-    nproc, ntasks = 4, 64
-    barrier = CTX.Barrier(nproc)
-    out = CTX.Queue()
-    procs = [CTX.Process(target=_task_worker, args=(redis_url, namespace, ntasks, barrier, out)) for _ in range(nproc)]
-    for p in procs:
-        p.start()
-    got = _collect(out, nproc, procs)
-    assert [e for _, _, errs, _ in got for e in errs] == []
-    values = [v for _, vals, _, _ in got for v in vals]
-    assert len(values) == nproc * ntasks
-    assert all(v == expected(7) for v in values)
-    assert _calls(rclient, namespace) == 1
-    assert sum(c for *_, c in got) == 1
+    _one_call_for_all(_task_worker, 4, 64, 4, redis_url, namespace, rclient)  # one barrier wait per process
 
 
 @pytest.mark.slow
@@ -205,7 +177,7 @@ def test_killed_lock_holder_lock_expires_and_another_process_computes(
     holder.join(5)
     assert holder.exitcode == -signal.SIGKILL
 
-    got = _collect(out, 2, waiters)
+    got = collect(out, 2, waiters, JOIN)
     recovered = max(done for *_, done in got) - killed_at
     assert all(value == expected(3) for _, value, _, _ in got)
     # the holder's call plus exactly one of the two waiters
