@@ -52,12 +52,12 @@ from redis.retry import Retry
 
 from . import coherence
 from .cache import Cache
+from .dogpile.copies import delete_announced, drop, fill, live_value
 from .dogpile.mutex import DistributedMutex, LockExtender
 from .dogpile.ops import delete_many, write_many
 from .exceptions import ConfigurationError, TierUnavailable
 from .policies import Local, RedisLock
 from .resilience import Prober
-from .tiers.local import LocalEntry
 from .tiers.redis import FAILED, RedisTier
 
 __all__ = ["LocalTierProxy"]
@@ -158,23 +158,16 @@ class LocalTierProxy(ProxyBackend):
                     del self._owed[key]
 
     # -- reads ---------------------------------------------------------------------
-    def _local_hit(self, key: str) -> Any:
-        local = self.local
-        if local is not None:
-            entry = local.peek(key)
-            if entry is not None and entry.expires_at > time.monotonic():
-                return entry.value
-        return NO_VALUE
-
     def get_serialized(self, key: str) -> Any:
-        value = self._local_hit(key)
+        value = live_value(self.local, key)
         if value is not NO_VALUE:
             return value
         return self.get_serialized_multi([key])[0]
 
     def get_serialized_multi(self, keys: Iterable[str]) -> Any:
         keys = list(keys)
-        out: list[Any] = [self._local_hit(k) for k in keys]
+        local = self.local
+        out: list[Any] = [live_value(local, k) for k in keys]
         missing = [i for i, v in enumerate(out) if v is NO_VALUE]
         if not missing:
             return out
@@ -183,7 +176,7 @@ class LocalTierProxy(ProxyBackend):
             missing = [i for i in missing if keys[i] not in self._owed]  # a miss: Redis still has the old value
             if not missing:
                 return out
-        since = self.local.begin() if self.local is not None else 0
+        since = local.begin() if local is not None else 0
         wanted = [keys[i] for i in missing]
         res = self.tier.run(lambda c: self.proxied.get_serialized_multi(wanted), "oslo get")
         if res is FAILED:
@@ -211,9 +204,7 @@ class LocalTierProxy(ProxyBackend):
             return
         self.cache.ensure_listener()
         local = self.local
-        if local is not None:
-            for key in mapping:
-                local.delete(key)
+        drop(local, mapping)
         since = local.begin() if local is not None else 0
         if self._owed:
             self._replay()
@@ -242,19 +233,10 @@ class LocalTierProxy(ProxyBackend):
         keys = list(keys)
         if not keys:
             return
-        local = self.local
-        if local is not None:
-            for key in keys:
-                local.delete(key)
         if self._owed:
             self._replay()
-        messages = [coherence.message(self._sender, "k", k) for k in keys]
-        res = self.tier.run(delete_many(keys, self.keyspace.channel, messages), "oslo delete")
-        if res is FAILED:
+        if not delete_announced(self.tier, self.local, keys, keys, self.keyspace.channel, self._sender, "oslo delete"):
             self._owe(keys)
-        if local is not None:
-            for key in keys:
-                local.delete(key)
 
     # -- the mutex -----------------------------------------------------------------------
     def get_mutex(self, key: str) -> Any:
@@ -263,9 +245,4 @@ class LocalTierProxy(ProxyBackend):
         return DistributedMutex(self.tier, self.keyspace.lock(key), self.keyspace.entry(key), self.lock, self._extender)
 
     def _fill(self, key: str, value: Any, since: int) -> None:
-        local = self.local
-        if local is None:
-            return
-        now, ttl = time.monotonic(), self.local_ttl or math.inf
-        local.put(key, LocalEntry(value, created_at=now, ttl=ttl, expires_at=now + ttl, soft_at=math.inf,
-                                  stale_until=now + ttl, size=len(value) if isinstance(value, bytes) else 1), since)
+        fill(self.local, key, value, since, self.local_ttl or math.inf, size=len(value) if isinstance(value, bytes) else 1)

@@ -38,10 +38,10 @@ from ..cache import Cache
 from ..exceptions import ConfigurationError, SerializationError
 from ..policies import Local, RedisLock, Timeouts
 from ..serializers import Codec
-from ..tiers.local import LocalEntry
 from ..tiers.redis import FAILED, MAX_ENTRY_TTL
+from .copies import delete_announced, fill, live_value
 from .mutex import DistributedMutex, LockExtender
-from .ops import delete_many, write_many
+from .ops import write_many
 
 __all__ = ["MistralBackend", "HARD_TAG", "SOFT_TAG", "soft_ct"]
 
@@ -139,25 +139,17 @@ class MistralBackend(CacheBackend):
         return DistributedMutex(self.tier, self.keyspace.lock(key), self.keyspace.entry(key), self.lock_policy, self._extender)
 
     def get(self, key: str) -> Any:
-        local = self.local
-        if local is not None:
-            entry = local.peek(key)
-            if entry is not None and entry.expires_at > time.monotonic():
-                return entry.value
+        value = live_value(self.local, key)
+        if value is not NO_VALUE:
+            return value
         return self.get_multi([key])[0]
 
     def get_multi(self, keys: Iterable[str]) -> list[Any]:
         """Local hits first; everything else, and the generations, in one MGET."""
         keys = list(keys)
-        out: list[Any] = [NO_VALUE] * len(keys)
-        local, now = self.local, time.monotonic()
-        missing: list[int] = []
-        for i, key in enumerate(keys):
-            entry = local.peek(key) if local is not None else None
-            if entry is not None and entry.expires_at > now:
-                out[i] = entry.value
-            else:
-                missing.append(i)
+        local = self.local
+        out: list[Any] = [live_value(local, key) for key in keys]
+        missing = [i for i, v in enumerate(out) if v is NO_VALUE]
         if not missing:
             return out
         self.cache.ensure_listener()
@@ -215,18 +207,10 @@ class MistralBackend(CacheBackend):
         keys = list(keys)
         if not keys:
             return
-        local = self.local
-        if local is not None:
-            for key in keys:
-                local.delete(key)
-        messages = [coherence.message(self._sender, "k", key) for key in keys]
-        res = self.tier.run(delete_many([self.keyspace.entry(k) for k in keys], self.keyspace.channel, messages), "dogpile delete")
-        if res is FAILED:
+        if not delete_announced(self.tier, self.local, keys, [self.keyspace.entry(k) for k in keys], self.keyspace.channel,
+                                self._sender, "dogpile delete"):
             for key in keys:
                 self.cache.invalidate(key)
-        elif local is not None:
-            for key in keys:
-                local.delete(key)  # a read that began before the DEL may have refilled it
 
     # -- the region's generations --------------------------------------------------
     def invalidate_region(self, hard: bool = True) -> bool:
@@ -278,10 +262,4 @@ class MistralBackend(CacheBackend):
         return value
 
     def _fill(self, key: str, value: Any, since: int) -> None:
-        local = self.local
-        if local is None:
-            return
-        now = time.monotonic()
-        entry = LocalEntry(value, created_at=now, ttl=self.local_ttl, expires_at=now + self.local_ttl,
-                           soft_at=math.inf, stale_until=now + self.local_ttl, tags=_TAGS)
-        local.put(key, entry, since)
+        fill(self.local, key, value, since, self.local_ttl, tags=_TAGS)  # tagged: a region invalidation drops it
