@@ -20,23 +20,10 @@ from urllib.parse import urlsplit
 from mistral_cache import Local
 
 from .common import Env, atime_calls, fmt_us, have, pinned, summarize, time_calls
+from .hot_paths import payload
 
 NAME = "latency"
 TITLE = "Latency per path"
-
-PAYLOAD: dict[str, Any] = {
-    "id": "3f1c2d9e-9a55-4bb8-9f1a-0c9a0e7d1e42", "workflow_name": "wf_0001",
-    "workflow_id": "b2c4e6a8-1111-4222-8333-944455556666", "state": "RUNNING",
-    "state_info": None, "input": '{"x": 1}', "params": '{"namespace": ""}',
-    "created_at": "2026-11-23 16:00:00", "updated_at": "2026-11-23 16:00:05",
-    "description": "", "tags": ["bench"], "project_id": "<default-project>",
-}
-"""A value the size and shape of a Mistral execution record (~400 bytes of JSON)."""
-
-
-def _payload(x: Any) -> dict[str, Any]:
-    return dict(PAYLOAD, id=str(x))
-
 
 def _ns() -> str:
     return f"bench-lat-{os.getpid()}-{random.randrange(1 << 30)}"
@@ -68,27 +55,27 @@ def _ours(env: Env, rows: list[dict[str, Any]], n_local: int, n_redis: int, n_mi
     from mistral_cache import Cache
 
     two = Cache(redis_url=env.redis_url, namespace=_ns(), local=Local(maxsize=4096))
-    fl = two.cached(ttl=600, key="lat:{x}")(_payload)
+    fl = two.cached(ttl=600, key="lat:{x}")(payload)
     fl(1)
     _store(rows, "mistral_cache", "local hit", time_calls(lambda i: fl(1), n_local), "this")
     remote = Cache(redis_url=env.redis_url, namespace=_ns(), local=None)
-    fr = remote.cached(ttl=600, key="lat:{x}")(_payload)
+    fr = remote.cached(ttl=600, key="lat:{x}")(payload)
     fr(1)
     _store(rows, "mistral_cache", "redis hit", time_calls(lambda i: fr(1), n_redis), "this")
     miss = Cache(redis_url=env.redis_url, namespace=_ns(), local=Local(maxsize=4096))
-    fm = miss.cached(ttl=600, key="lat:{x}")(_payload)
+    fm = miss.cached(ttl=600, key="lat:{x}")(payload)
     _store(rows, "mistral_cache", "miss", time_calls(lambda i: fm(i), n_miss, warmup=0), "this")
     for c in (two, remote, miss):
         c.close()
 
 
 def _baselines(env: Env, rows: list[dict[str, Any]], n_local: int, n_redis: int, n_miss: int) -> None:
-    _store(rows, "plain call", "miss", time_calls(lambda i: _payload(i), n_miss), "baseline")
-    _store(rows, "plain call", "local hit", time_calls(lambda i: _payload(1), n_local), "baseline")
+    _store(rows, "plain call", "miss", time_calls(lambda i: payload(i), n_miss), "baseline")
+    _store(rows, "plain call", "local hit", time_calls(lambda i: payload(1), n_local), "baseline")
     if have("cachetools"):
         import cachetools
 
-        cf = cachetools.cached(cachetools.LRUCache(maxsize=4096))(_payload)
+        cf = cachetools.cached(cachetools.LRUCache(maxsize=4096))(payload)
         cf(1)
         _store(rows, "cachetools LRUCache", "local hit", time_calls(lambda i: cf(1), n_local), "baseline")
         _store(rows, "cachetools LRUCache", "miss", time_calls(lambda i: cf(10**6 + i), n_miss, warmup=0),
@@ -97,7 +84,7 @@ def _baselines(env: Env, rows: list[dict[str, Any]], n_local: int, n_redis: int,
 
     client = redis.Redis.from_url(env.redis_url)
     key = f"{_ns()}:bare"
-    client.set(key, json.dumps(_payload(1)))
+    client.set(key, json.dumps(payload(1)))
     _store(rows, "redis-py GET+json", "redis hit",
            time_calls(lambda i: json.loads(client.get(key)), n_redis), "baseline")  # type: ignore[arg-type]
 
@@ -105,7 +92,7 @@ def _baselines(env: Env, rows: list[dict[str, Any]], n_local: int, n_redis: int,
         k = f"{key}:{i}"
         raw = client.get(k)
         if raw is None:
-            value = _payload(i)
+            value = payload(i)
             client.set(k, json.dumps(value), ex=600)
             return value
         return json.loads(raw)
@@ -118,7 +105,7 @@ def _dogpile(env: Env, rows: list[dict[str, Any]], n_local: int, n_redis: int, n
     from dogpile.cache import make_region
 
     mem = make_region().configure("dogpile.cache.memory", expiration_time=600)
-    fm = mem.cache_on_arguments()(_payload)
+    fm = mem.cache_on_arguments()(payload)
     fm(1)
     _store(rows, "dogpile.cache memory", "local hit", time_calls(lambda i: fm(1), n_local), "peer")
     _store(rows, "dogpile.cache memory", "miss", time_calls(lambda i: fm(10**6 + i), n_miss, warmup=0), "peer")
@@ -127,7 +114,7 @@ def _dogpile(env: Env, rows: list[dict[str, Any]], n_local: int, n_redis: int, n
         "dogpile.cache.redis", expiration_time=600,
         arguments={"url": env.redis_url, "redis_expiration_time": 1200},
     )
-    fr = red.cache_on_arguments()(_payload)
+    fr = red.cache_on_arguments()(payload)
     fr(1)
     _store(rows, "dogpile.cache redis", "redis hit", time_calls(lambda i: fr(1), n_redis), "peer")
     _store(rows, "dogpile.cache redis", "miss", time_calls(lambda i: fr(10**6 + i), n_miss, warmup=0), "peer")
@@ -174,7 +161,7 @@ def round_trips(env: Env) -> dict[str, dict[str, float]]:
     clock = Clock(time=lambda: now[0])
     two = Cache(redis=redis.Redis(connection_pool=pool), namespace=_ns(), local=Local(maxsize=4096, coherence=False),
                 refresh=None, clock=clock)
-    f2 = two.cached(ttl=600, key="lat:{x}")(_payload)
+    f2 = two.cached(ttl=600, key="lat:{x}")(payload)
     # The first call also connects (redis-py's handshake) and loads scripts.
     ours = out["mistral_cache"] = {"first call (connect, scripts)": _trips(count, f2, [1])}
     f2(1)
@@ -185,7 +172,7 @@ def round_trips(env: Env) -> dict[str, dict[str, float]]:
     f2(2)  # the first such miss loads the lock scripts: not counted
     ours["miss (expired, held here)"] = _trips(count, f2, new)
     remote = Cache(redis=redis.Redis(connection_pool=pool), namespace=_ns(), local=None, refresh=None)
-    fr = remote.cached(ttl=600, key="lat:{x}")(_payload)
+    fr = remote.cached(ttl=600, key="lat:{x}")(payload)
     fr(1)
     ours["redis hit"] = _trips(count, lambda i: fr(1), new)
     # A miss once most first reads of the function found their entry: it then reads
@@ -205,12 +192,12 @@ def round_trips(env: Env) -> dict[str, dict[str, float]]:
 
     client = redis.Redis(connection_pool=pool)
     key = f"{_ns()}:bare"
-    client.set(key, json.dumps(_payload(1)))
+    client.set(key, json.dumps(payload(1)))
 
     def bare_miss(i: int) -> Any:
         raw = client.get(f"{key}:{i}")
         if raw is None:
-            client.set(f"{key}:{i}", json.dumps(_payload(i)), ex=600)
+            client.set(f"{key}:{i}", json.dumps(payload(i)), ex=600)
         return raw
 
     out["redis-py GET+json"] = {"redis hit": _trips(count, lambda i: client.get(key), new),
@@ -223,7 +210,7 @@ def round_trips(env: Env) -> dict[str, dict[str, float]]:
             "dogpile.cache.redis", expiration_time=600,
             arguments={"connection_pool": pool, "redis_expiration_time": 1200},
         )
-        fd = red.cache_on_arguments()(_payload)
+        fd = red.cache_on_arguments()(payload)
         fd(1)
         out["dogpile.cache redis"] = {"redis hit": _trips(count, lambda i: fd(1), new), "miss": _trips(count, fd, new)}
     pool.disconnect()
@@ -231,7 +218,7 @@ def round_trips(env: Env) -> dict[str, dict[str, float]]:
 
 
 async def _apayload(x: Any) -> dict[str, Any]:
-    return _payload(x)
+    return payload(x)
 
 
 async def _cashews(env: Env, rows: list[dict[str, Any]], n_local: int, n_redis: int, n_miss: int) -> None:
