@@ -52,7 +52,7 @@ from redis.retry import Retry
 
 from . import coherence
 from .cache import Cache
-from .dogpile.copies import delete_announced, drop, fill, live_value
+from .dogpile.copies import delete_announced, drop, fill, live_hits, live_value
 from .dogpile.mutex import DistributedMutex, LockExtender
 from .dogpile.ops import delete_many, write_many
 from .exceptions import ConfigurationError, TierUnavailable
@@ -167,8 +167,7 @@ class LocalTierProxy(ProxyBackend):
     def get_serialized_multi(self, keys: Iterable[str]) -> Any:
         keys = list(keys)
         local = self.local
-        out: list[Any] = [live_value(local, k) for k in keys]
-        missing = [i for i, v in enumerate(out) if v is NO_VALUE]
+        out, missing = live_hits(local, keys)
         if not missing:
             return out
         self.cache.ensure_listener()

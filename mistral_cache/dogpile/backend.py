@@ -39,7 +39,7 @@ from ..exceptions import ConfigurationError, SerializationError
 from ..policies import Local, RedisLock, Timeouts
 from ..serializers import Codec
 from ..tiers.redis import FAILED, MAX_ENTRY_TTL
-from .copies import delete_announced, fill, live_value
+from .copies import delete_announced, fill, live_hits, live_value
 from .mutex import DistributedMutex, LockExtender
 from .ops import write_many
 
@@ -148,8 +148,7 @@ class MistralBackend(CacheBackend):
         """Local hits first; everything else, and the generations, in one MGET."""
         keys = list(keys)
         local = self.local
-        out: list[Any] = [live_value(local, key) for key in keys]
-        missing = [i for i, v in enumerate(out) if v is NO_VALUE]
+        out, missing = live_hits(local, keys)
         if not missing:
             return out
         self.cache.ensure_listener()

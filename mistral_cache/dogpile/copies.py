@@ -17,7 +17,7 @@ from ..tiers.local import LocalEntry, LocalTier
 from ..tiers.redis import FAILED, RedisTier
 from .ops import delete_many
 
-__all__ = ["delete_announced", "drop", "fill", "live_value"]
+__all__ = ["delete_announced", "drop", "fill", "live_hits", "live_value"]
 
 
 def live_value(local: LocalTier | None, key: str) -> Any:
@@ -27,6 +27,12 @@ def live_value(local: LocalTier | None, key: str) -> Any:
         if entry is not None and entry.expires_at > time.monotonic():
             return entry.value
     return NO_VALUE
+
+
+def live_hits(local: LocalTier | None, keys: Sequence[str]) -> tuple[list[Any], list[int]]:
+    """:func:`live_value` of each key, and the indexes of those Redis must answer."""
+    out = [live_value(local, key) for key in keys]
+    return out, [i for i, v in enumerate(out) if v is NO_VALUE]
 
 
 def fill(local: LocalTier | None, key: str, value: Any, since: int, ttl: float, *,
