@@ -21,6 +21,7 @@ from mistral_cache import Cache, Local, Timeouts
 from mistral_cache.testing import RedisClusterServer
 from mistral_cache.testing.contract import CacheContract, CacheFactory, cache_factory
 from mistral_cache.tiers.redis import Keyspace, sync_client_from_url
+from tests.stampede_helpers import collect
 
 pytestmark = pytest.mark.cluster
 
@@ -109,8 +110,8 @@ def test_async_cluster_client(cluster: RedisClusterServer, namespace: str) -> No
 def _cluster_worker(kind: str, url: str, *args: Any) -> None:
     import test_stampede as st
 
-    st._clients[url] = sync_client_from_url(url)  # _counter() finds this instead of redis.Redis.from_url
-    {"threads": st._thread_worker, "tasks": st._task_worker}[kind](url, *args)
+    st.CLIENTS[url] = sync_client_from_url(url)  # _counter() finds this instead of redis.Redis.from_url
+    {"threads": st.thread_worker, "tasks": st.task_worker}[kind](url, *args)
 
 
 @pytest.mark.parametrize("kind,per_process", [("threads", 16), ("tasks", 64)])
@@ -123,7 +124,7 @@ def test_stampede_four_processes_one_call(cluster: RedisClusterServer, namespace
     procs = [st.CTX.Process(target=_cluster_worker, args=(kind, cluster.url, namespace, per_process, barrier, out)) for _ in range(nproc)]
     for p in procs:
         p.start()
-    got = st._collect(out, nproc, procs)
+    got = collect(out, nproc, procs, st.JOIN)
     assert [e for _, _, errs, _ in got for e in errs] == []
     values = [v for _, vals, _, _ in got for v in vals]
     assert len(values) == nproc * per_process and all(v == st.expected(7) for v in values)

@@ -30,15 +30,15 @@ SLEEP = 0.2  # the cold function's compute time
 JOIN = 60.0  # bound on a child process's whole life
 
 # -- the cached functions (module level: spawn imports them) -------------------
-_clients: dict[str, redis.Redis] = {}
+CLIENTS: dict[str, redis.Redis] = {}
 _config: dict[str, Any] = {}
 
 
 def _counter() -> redis.Redis:
     url = _config["url"]
-    client = _clients.get(url)
+    client = CLIENTS.get(url)
     if client is None:
-        client = _clients[url] = redis.Redis.from_url(url)
+        client = CLIENTS[url] = redis.Redis.from_url(url)
     return client
 
 
@@ -71,7 +71,7 @@ def killable_value(x: int) -> dict[str, Any]:
 
 
 # -- child process bodies ------------------------------------------------------
-def _thread_worker(url: str, ns: str, threads: int, barrier: Any, out: Any) -> None:
+def thread_worker(url: str, ns: str, threads: int, barrier: Any, out: Any) -> None:
     _config.update(url=url, ns=ns)
     cache = Cache(url, namespace=ns)
     fn = cache.cached(ttl=60, key="cold:{x}")(slow_value)
@@ -94,7 +94,7 @@ def _thread_worker(url: str, ns: str, threads: int, barrier: Any, out: Any) -> N
     out.put((os.getpid(), results, errors, cache.stats()["computes"]))
 
 
-def _task_worker(url: str, ns: str, tasks: int, barrier: Any, out: Any) -> None:
+def task_worker(url: str, ns: str, tasks: int, barrier: Any, out: Any) -> None:
     _config.update(url=url, ns=ns)
     cache = Cache(url, namespace=ns)
     fn = cache.cached(ttl=60, key="acold:{x}")(aslow_value)
@@ -143,12 +143,12 @@ def _one_call_for_all(worker: Any, nproc: int, callers: int, parties: int, url: 
 # -- tests ---------------------------------------------------------------------
 @pytest.mark.slow
 def test_four_processes_sixteen_threads_one_call(redis_url: str, namespace: str, rclient: redis.Redis) -> None:
-    _one_call_for_all(_thread_worker, 4, 16, 4 * 16, redis_url, namespace, rclient)  # every thread waits at the barrier
+    _one_call_for_all(thread_worker, 4, 16, 4 * 16, redis_url, namespace, rclient)  # every thread waits at the barrier
 
 
 @pytest.mark.slow
 def test_four_processes_sixty_four_tasks_one_call(redis_url: str, namespace: str, rclient: redis.Redis) -> None:
-    _one_call_for_all(_task_worker, 4, 64, 4, redis_url, namespace, rclient)  # one barrier wait per process
+    _one_call_for_all(task_worker, 4, 64, 4, redis_url, namespace, rclient)  # one barrier wait per process
 
 
 @pytest.mark.slow
