@@ -176,15 +176,18 @@ type = {notifier_type}
 topic = mistral_notifier{suffix}
 """
     publishers: list[dict[str, object]] = []
+    if plugin:
+        # The plugin takes no parameters here (they would be copied into every
+        # execution's params): it reads $MISTRAL_CACHE_PUBLISHER_CONFIG. It comes
+        # first: the engine calls publishers one after another, and the plugin's
+        # Redis calls (about a millisecond) delay a webhook's POST far less than
+        # waiting for that POST would delay the plugin.
+        publishers.append({"type": PLUGIN_TYPE})
     if notify:
         # Every execution's state changes, posted to the events receiver. The token
         # comes from a file into this 0600 config (Mistral also copies it into each
         # execution's params: it is a low-trust secret, the receiver only invalidates).
         publishers.append({"type": "webhook", "url": notify.url, "headers": {"Authorization": "Bearer " + notify.token}})
-    if plugin:
-        # The plugin takes no parameters here (they would be copied into every
-        # execution's params): it reads $MISTRAL_CACHE_PUBLISHER_CONFIG.
-        publishers.append({"type": PLUGIN_TYPE})
     if publishers:
         text += f"notify = {json.dumps(publishers)}\n"
     if notify:
