@@ -227,3 +227,33 @@ def test_only_a_spec_reading_sender_keeps_a_finished_tasks_execution():
     assert set(tags_for(ev, "http://m/v2")) - set(kept) == set(with_execution)
     assert publishes_global("wx1", "t1", "SUCCESS") is None  # no Mistral in this environment
     assert publishes_global("wx1", "t1", "RUNNING") is None
+
+
+def test_a_launch_keeps_its_execution_and_a_live_stream_keeps_404s_briefly():
+    """WORKFLOW_LAUNCHED clears the execution lists, not the execution (whoever read it
+    read it launched); so while events are live a 404 is not kept past NOT_FOUND_EVENT_TTL."""
+    from mistral_cache.mistral.events.mapping import parse_event, tags_for
+    from mistral_cache.mistral.policies import NOT_FOUND_EVENT_TTL, NOT_FOUND_TTL, event_backed, not_found_marker
+
+    body = {"id": "wx1", "project_id": "p", "state": "RUNNING"}
+    launched = tags_for(parse_event(body, "WORKFLOW_LAUNCHED"), "http://m/v2")
+    succeeded = tags_for(parse_event({**body, "state": "SUCCESS"}, "WORKFLOW_SUCCEEDED"), "http://m/v2")
+    assert not [t for t in launched if t.endswith("|executions|id:wx1")]
+    assert len([t for t in launched if t.endswith("|executions|list")]) == 2
+    assert len([t for t in succeeded if t.endswith("|executions|id:wx1")]) == 2
+
+    class Watch:
+        event_ttl, alive = 300.0, True
+
+        def live(self) -> bool:
+            return self.alive
+
+        def covered(self, value: object) -> bool:
+            return True
+
+    watch = Watch()
+    ttl = event_backed(lambda v: NOT_FOUND_TTL if isinstance(v, dict) and len(v) == 2 else 2.0, watch)
+    assert ttl(not_found_marker("no such execution")) == NOT_FOUND_EVENT_TTL < 0.5
+    assert ttl({"state": "RUNNING"}) == 300.0
+    watch.alive = False  # no live stream: the state rules, 404s included, unchanged
+    assert ttl(not_found_marker(None)) == NOT_FOUND_TTL and ttl({"state": "RUNNING"}) == 2.0

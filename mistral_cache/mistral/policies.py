@@ -37,6 +37,7 @@ __all__ = [
     "ACTIVE_TTL",
     "DEFINITION_TTL",
     "NOT_FOUND_TTL",
+    "NOT_FOUND_EVENT_TTL",
     "STATEFUL_LIST_TTL",
     "MIN_TTL",
     "FINAL_STATES",
@@ -65,6 +66,10 @@ FAILED_TTL = 5 * 60.0
 ACTIVE_TTL = 2.0
 DEFINITION_TTL = 3600.0
 NOT_FOUND_TTL = 5.0
+#: A 404 of a stateful resource while the event stream is live: its creation's
+#: event does not clear it (a launch clears no read of the execution it launches),
+#: so it is kept no longer than the events' freshness bound.
+NOT_FOUND_EVENT_TTL = 0.25
 #: Lists of executions, tasks or action executions can gain members at any time.
 STATEFUL_LIST_TTL = 5.0
 #: A cron trigger about to fire (or overdue) is kept this long at least.
@@ -257,9 +262,11 @@ def event_backed(ttl: Any, watch: _Watch) -> Any:
 
     def policy(value: Any) -> float:
         seconds = float(ttl(value))
-        if watch.live() and not is_not_found(value) and watch.covered(value):
-            return max(seconds, watch.event_ttl)
-        return seconds
+        if not watch.live():
+            return seconds
+        if is_not_found(value):
+            return min(seconds, NOT_FOUND_EVENT_TTL)
+        return max(seconds, watch.event_ttl) if watch.covered(value) else seconds
 
     return policy
 

@@ -140,6 +140,43 @@ def test_two_projects_invalidate_only_their_own_scope(events_setup, receiver, wf
     assert rcli.get(admin_tag) != before_admin  # and the admins' scope was invalidated too
 
 
+def test_a_launch_keeps_the_execution_and_a_live_stream_keeps_a_404_briefly(events_setup, receiver, wf,
+                                                                           mistral_client_events):
+    """WORKFLOW_LAUNCHED clears no read of its own execution (whoever found it found it
+    launched: no refetch for a client that creates, then polls), so a 404 read while
+    events are live is kept only NOT_FOUND_EVENT_TTL (not the state rules' 5 s)."""
+    from mistralclient.api.base import APIException
+
+    from mistral_cache.mistral.policies import NOT_FOUND_EVENT_TTL
+
+    s = events_setup
+    ex = mistral_client_events.executions.create(wf)
+    _wait_state(mistral_client_events, ex.id)
+    client = _client(s, scope="proj-l")
+    calls = _count_upstream(client)
+    client.executions.get(ex.id)
+    assert client.events is not None and client.events.live()
+    assert _post(s, {"event": "WORKFLOW_LAUNCHED", "id": ex.id, "project_id": "proj-l", "state": "RUNNING"}).status_code == 202
+    time.sleep(0.05)
+    client.executions.get(ex.id)
+    assert len(calls) == 1, "the launch event made the client refetch its execution"
+    assert _post(s, {"event": "WORKFLOW_FAILED", "id": ex.id, "project_id": "proj-l", "state": "ERROR"}).status_code == 202
+    time.sleep(0.05)
+    client.executions.get(ex.id)
+    assert len(calls) == 2  # any other workflow event does clear it
+
+    missing = "0" * 8 + "-0000-4000-8000-" + os.urandom(6).hex()
+    for expected in (3, 3):  # fetched once, then remembered
+        with pytest.raises(APIException) as caught:
+            client.executions.get(missing)
+        assert caught.value.error_code == 404 and len(calls) == expected
+    time.sleep(NOT_FOUND_EVENT_TTL + 0.1)
+    with pytest.raises(APIException):
+        client.executions.get(missing)
+    assert len(calls) == 4, "a 404 outlived NOT_FOUND_EVENT_TTL while events are live"
+    client.close()
+
+
 def test_receiver_killed_lease_lapses_then_new_epoch(events_setup, receiver, wf, mistral_client_events, rcli):
     s, plain = events_setup, mistral_client_events
     epoch = receiver.health()["lease"]["epoch"]

@@ -129,7 +129,14 @@ def _relative_tags(scope: str, ev: Event) -> list[str]:
         if ev.kind not in KEEPS_EXECUTION and not ev.execution_kept:  # a task's publish global changes its execution
             tags.append(f"{scope}|executions|id:{ev.workflow_execution_id}")
         return tags
-    out = [f"{scope}|executions|id:{ev.id}", f"{scope}|executions|list"]
+    out = [f"{scope}|executions|list"]
+    # A launch leaves a cached read of the execution current: Mistral creates it and
+    # sets it RUNNING in one transaction and posts after the commit, so whoever found
+    # it found it launched. Clearing it would only cost a "create, then poll" client
+    # a refetch. (What a launch does outdate is a remembered 404 of an id its creator
+    # chose; while events are live a 404 is kept at most policies.NOT_FOUND_EVENT_TTL.)
+    if ev.kind != "WORKFLOW_LAUNCHED":
+        out.append(f"{scope}|executions|id:{ev.id}")
     if ev.root_execution_id and ev.root_execution_id != ev.id:
         out.append(f"{scope}|executions|id:{ev.root_execution_id}")
     if ev.task_execution_id:  # a sub-workflow: its parent task and that task's lists
