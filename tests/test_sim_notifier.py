@@ -32,7 +32,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         server: Any = self.server
         server.got.append((time.time(), dict(self.headers.items()), body))
-        self.send_response(202)
+        self.send_response(200)  # Mistral counts only 200/201 as delivered
         self.send_header("Content-Length", "0")
         self.end_headers()
 

@@ -191,7 +191,7 @@ class Notifier:
             sent = self.clock()
             try:
                 r = session.post(self.url, data=json.dumps(body), headers=headers, timeout=self.timeout)
-                ok = r.status_code < 300
+                ok = r.status_code in (200, 201)  # as Mistral's webhook publisher: anything else failed
             except requests.RequestException:
                 ok = False
             if ok:

@@ -8,8 +8,9 @@ short timeouts; one Redis did not acknowledge is kept and replayed, see
 the app only ever *invalidates* -- a forged event costs refetches, never wrong
 data -- and is rate-limited, optionally restricted to source networks.
 
-Routes: ``POST /events`` (202, or a 4xx naming the problem with nothing
-invalidated) and ``GET /health`` (counters and the lease). The counters also
+Routes: ``POST /events`` (200, or a 4xx naming the problem with nothing
+invalidated; 200 and not 202 because Mistral's webhook publisher counts anything
+but 200/201 as a failure and logs an error with a traceback for it) and ``GET /health`` (counters and the lease). The counters also
 travel with the cache's statistics (section ``events``): ``mistral-cache
 stats`` and the Prometheus collector show them. Both need
 ``Authorization: Bearer <token>``, compared in constant time.
@@ -155,9 +156,9 @@ class Receiver:
         if self.discard and random.random() < self.discard:
             with self._lock:
                 self.counts["discarded"] += 1
-            return "202 Accepted", {"event": event.kind, "id": event.id, "acknowledged": False}
+            return "200 OK", {"event": event.kind, "id": event.id, "acknowledged": False}
         acked = self.apply(event)
-        return "202 Accepted", {"event": event.kind, "id": event.id, "acknowledged": acked}
+        return "200 OK", {"event": event.kind, "id": event.id, "acknowledged": acked}
 
     def _allowed(self, source: str) -> bool:
         try:

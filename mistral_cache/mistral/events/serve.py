@@ -45,7 +45,7 @@ class Settings:
     reconcile: float = INTERVAL  # 0: off
     keystone: dict[str, str] | None = field(default=None, repr=False)  # admin credentials for reconciliation
     threads: int = 8
-    discard: float = 0.0  # tests only: answer 202 to this fraction of events and drop them
+    discard: float = 0.0  # tests only: answer 200 to this fraction of events and drop them
     stats_interval: float = 10.0  # seconds between snapshots published for `mistral-cache stats` (0: off)
     metrics_listen: str | None = None  # HOST:PORT of a Prometheus /metrics endpoint (None: none)
     trace: str | None = None  # benchmarks only: a JSON line per event applied, to this file
