@@ -5,10 +5,12 @@ A receiver (or the publisher plugin) keeps, per namespace and Mistral server:
 - ``ev:<server>:lease``: a heartbeat (expires ``LEASE_TTL`` after the last beat)
   holding the current epoch and the publisher's identity (webhook URLs);
 - ``ev:<server>:epoch``: the epoch of the stream now, kept past a lapse;
-- ``ev:<server>:dead:<epoch>``: set once (``NX``) by whoever sees that epoch end.
+- ``ev:<server>:dead:<epoch>``: set once (``NX``) by whoever sees that epoch end;
+- ``ev:<server>:members`` and ``ev:<server>:member:<id>``: the keepers of the stream
+  (several processes publish one stream), each alive while it beats.
 
 Every entry cached under a lease carries the tag :func:`lease_tag`. Whoever first
-sees an epoch end -- the receiver restarting, or any client's :class:`LeaseWatch`
+sees an epoch end -- the receiver restarting alone, or any client's :class:`LeaseWatch`
 noticing the heartbeat gone -- wins the ``NX`` and bumps that tag, so no entry
 written under a dead epoch outlives it by more than ``LEASE_TTL`` plus one watch
 interval (together under the 2 s state-rule TTL of an active resource).
@@ -100,7 +102,20 @@ def _end_epoch(client: Any, dead_prefix: str, epoch: str, ttl: float = 3600.0) -
 
 
 class LeaseKeeper:
-    """The writing side: a new epoch at start (ending the previous one), then a heartbeat."""
+    """The writing side, one per publishing process.
+
+    Every publisher of one stream -- the receiver's workers under gunicorn, the
+    plugin in each Mistral engine, the plugin instances an engine creates in a race
+    at its first events -- keeps the same lease. The first starts an epoch; the others
+    join it while a sibling is seen beating, so several keepers never look like a
+    stream restarting (each start used to begin a new epoch: every entry cached
+    under the old one was dropped, and keepers overwriting each other's epoch made
+    clients end epochs at random). An epoch ends when its heartbeat lapses (nobody
+    beat for ``ttl``: events may have been lost), or when its last keeper stops.
+
+    A keeper restarted while its crashed predecessor's lease still lives sees no
+    sibling beating and starts a new epoch: the events sent while it was down may
+    be lost."""
 
     def __init__(self, cache: Any, mistral_url: str, urls: Iterable[str] = (), *, beat: float = BEAT,
                  ttl: float = LEASE_TTL) -> None:
@@ -108,54 +123,156 @@ class LeaseKeeper:
             raise ValueError("a lease needs a Redis tier")
         self.cache, self.mistral_url, self.beat, self.ttl = cache, mistral_url, beat, ttl
         self.keys = lease_keys(cache.keyspace.base, mistral_url)
-        self.epoch = secrets.token_hex(8)
-        self.value = json.dumps({"epoch": self.epoch, "urls": sorted(set(urls))})
+        root = self.keys[0][: -len("lease")]
+        self.member = secrets.token_hex(8)
+        self._members = root + "members"  # the ids of the keepers that beat (or did)
+        self._member_prefix = root + "member:"  # one key per keeper, alive while it beats
+        self.urls = sorted(set(urls))
+        self.epoch: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.beats_failed = 0
 
+    @property
+    def _ttl_ms(self) -> int:
+        return int(self.ttl * 1000)
+
     def start(self) -> LeaseKeeper:
-        lease, epoch_key, dead = self.keys
-        epoch = self.epoch
-
-        def op(c: Any) -> Any:
-            old = c.getset(epoch_key, epoch)
-            return old.decode() if isinstance(old, bytes) else old
-
-        old = self.cache.redis.run(op, "lease epoch")
-        if old is not FAILED and old and old != self.epoch:
-            # The previous stream ended (maybe unnoticed): events may have been lost since.
-            if self.cache.redis.run(lambda c: _end_epoch(c, dead, old), "lease end") is True:
-                self.cache.invalidate_tags(lease_tag(self.mistral_url))
+        """Join the stream's epoch if a sibling keeps it, else begin a new one (ending
+        the previous); then beat. Takes one beat longer when a lease is live."""
+        got = self.cache.redis.run(lambda c: c.get(self.keys[0]), "lease read")
+        current = _decode(got) if got is not FAILED else None
+        if current is not None and self._siblings_beating():
+            self.epoch = current["epoch"]
+        else:
+            self._begin(force=current is not None)
         self._beat()
         self._thread = threading.Thread(target=self._run, name="mistral-cache-lease", daemon=True)
         self._thread.start()
         return self
 
+    def _siblings_beating(self) -> bool:
+        """Does another keeper beat now? Its member key is refreshed every beat, while a
+        dead one's only counts down: two readings one beat apart tell them apart."""
+        prefix = self._member_prefix
+        got = self.cache.redis.run(lambda c: c.smembers(self._members), "lease members")
+        if got is FAILED:
+            return False
+        others = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in got)
+        others = [m for m in others if m != self.member]
+        if not others:
+            return False
+
+        def pttls(c: Any) -> Any:
+            pipe = c.pipeline(transaction=False)
+            for m in others:
+                pipe.pttl(prefix + m)
+            return pipe.execute()
+
+        first, t0 = self.cache.redis.run(pttls, "lease members"), time.monotonic()
+        time.sleep(self.beat + 0.05)
+        second, elapsed = self.cache.redis.run(pttls, "lease members"), (time.monotonic() - t0) * 1000
+        if first is FAILED or second is FAILED:
+            return False
+        gone = [m for m, b in zip(others, second, strict=True) if b < 0]
+        if gone:
+            self.cache.redis.run(lambda c: c.srem(self._members, *gone), "lease members")
+        # refreshed since the first reading: more left than a key only counting down would have
+        return any(b > 0 and b > a - elapsed / 2 for a, b in zip(first, second, strict=True))
+
+    def _begin(self, force: bool = False) -> None:
+        """A new epoch. ``force``: over a lease nobody keeps any more (else only if
+        none is there: a sibling that began one a moment earlier wins, and we join)."""
+        lease, epoch_key, _ = self.keys
+        epoch = secrets.token_hex(8)
+        value = json.dumps({"epoch": epoch, "urls": self.urls})
+
+        def op(c: Any) -> Any:
+            replaced = c.get(lease) if force else None
+            if not c.set(lease, value, px=self._ttl_ms, nx=not force):
+                return False, c.get(lease), None
+            old = c.getset(epoch_key, epoch)
+            return True, replaced, old
+
+        got = self.cache.redis.run(op, "lease epoch")
+        if got is FAILED:  # the next beat tries again
+            self.beats_failed += 1
+            return
+        began, other, old = got
+        if not began:
+            joined = _decode(other)
+            if joined is not None:
+                self.epoch = joined["epoch"]
+            return
+        self.epoch = epoch
+        ended = {_text(old)} | ({d["epoch"]} if (d := _decode(other)) is not None else set())
+        for gone in ended - {None, epoch}:
+            # The previous stream ended (maybe unnoticed): events may have been lost since.
+            if self.cache.redis.run(lambda c, e=gone: _end_epoch(c, self.keys[2], e), "lease end") is True:
+                self.cache.invalidate_tags(lease_tag(self.mistral_url))
+
     def _beat(self) -> bool:
-        lease = self.keys[0]
-        ok = self.cache.redis.run(lambda c: c.set(lease, self.value, px=int(self.ttl * 1000)), "lease beat")
-        if ok is FAILED:
+        lease, member = self.keys[0], self._member_prefix + self.member
+
+        def op(c: Any) -> Any:
+            pipe = c.pipeline(transaction=False)
+            pipe.pexpire(lease, self._ttl_ms)
+            pipe.get(lease)
+            pipe.set(member, "1", px=self._ttl_ms)
+            pipe.sadd(self._members, self.member)
+            pipe.expire(self._members, 86400)
+            return pipe.execute()
+
+        got = self.cache.redis.run(op, "lease beat")
+        if got is FAILED:
             self.beats_failed += 1
             return False
-        return True
+        kept, raw = got[0], _decode(got[1])
+        if kept and raw is not None:
+            self.epoch = raw["epoch"]  # a sibling may have begun a new one after a lapse
+            return True
+        # nobody beat for ttl: that epoch is over, events may have been lost (or the
+        # lease holds what no keeper wrote: replace it)
+        self._begin(force=bool(kept))
+        return self.epoch is not None
 
     def _run(self) -> None:
         while not self._stop.wait(self.beat):
             self._beat()
 
     def stop(self) -> None:
-        """End the epoch now: clients fall back to the state rules at once."""
+        """Leave the stream; the last keeper ends the epoch now (clients fall back to
+        the state rules at once), while siblings beating keep it."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
         lease, _, dead = self.keys
+        member = self._member_prefix + self.member
 
-        def op(c: Any) -> Any:
-            c.delete(lease)
-            return _end_epoch(c, dead, self.epoch)
+        def leave(c: Any) -> Any:
+            pipe = c.pipeline(transaction=False)
+            pipe.delete(member)
+            pipe.srem(self._members, self.member)
+            pipe.smembers(self._members)
+            return pipe.execute()[2]
 
-        if self.cache.redis.run(op, "lease end") is True:
+        others = self.cache.redis.run(leave, "lease end")
+        if others is not FAILED and others:
+            names = [m.decode() if isinstance(m, bytes) else str(m) for m in others]
+            alive = self.cache.redis.run(lambda c: c.exists(*(self._member_prefix + m for m in names)), "lease end")
+            if alive not in (FAILED, 0):
+                return
+        epoch = self.epoch
+        if epoch is None:
+            return
+
+        def end(c: Any) -> Any:
+            current = _decode(c.get(lease))
+            if current is not None and current["epoch"] == epoch:
+                c.delete(lease)
+            return _end_epoch(c, dead, epoch)
+
+        if self.cache.redis.run(end, "lease end") is True:
             self.cache.invalidate_tags(lease_tag(self.mistral_url))
 
 
@@ -294,6 +411,10 @@ class LeaseWatch:
             self._thread = None
             self.started = False
             self.live_until = 0.0
+
+
+def _text(raw: Any) -> str | None:
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def _decode(raw: Any) -> dict[str, Any] | None:

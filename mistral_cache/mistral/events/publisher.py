@@ -61,6 +61,7 @@ class Publisher:
         self._lease: LeaseKeeper | None = None
         self._stats: StatsPublisher | None = None
         self._lock = threading.Lock()
+        self._lease_lock = threading.Lock()  # not the counters': starting a lease may wait one beat
         add_section(self.cache, "events", self.counters)
 
     def counters(self) -> dict[str, int]:
@@ -77,13 +78,12 @@ class Publisher:
 
     def _ensure_lease(self) -> None:
         if self._lease is None:
-            with self._lock:
+            with self._lease_lock:
                 if self._lease is None:
                     self._lease = LeaseKeeper(self.cache, self.mistral_url, (f"{PLUGIN_TYPE}:",)).start()
                     self._stats = StatsPublisher(self.cache).start()
 
     def publish(self, ctx: Any, ex_id: Any, data: Any, event: Any, timestamp: Any, **kwargs: Any) -> None:
-        self._ensure_lease()
         try:
             ev = parse_event(data, event)
         except EventError as exc:
@@ -100,6 +100,8 @@ class Publisher:
         mark_sender(self.cache, self.mistral_url, ev)
         self._count("events." + ev.kind)
         self._count("invalidations", len(tags))
+        # After the invalidation: joining a lease another engine keeps waits one beat.
+        self._ensure_lease()
 
     def close(self) -> None:
         if self._lease is not None:
