@@ -257,3 +257,14 @@ def test_a_launch_keeps_its_execution_and_a_live_stream_keeps_404s_briefly():
     assert ttl({"state": "RUNNING"}) == 300.0
     watch.alive = False  # no live stream: the state rules, 404s included, unchanged
     assert ttl(not_found_marker(None)) == NOT_FOUND_TTL and ttl({"state": "RUNNING"}) == 2.0
+
+    # A learning policy keeps learning under events, its 404s capped the same way.
+    from mistral_cache.mistral.policies import adaptive_state_ttl, make_policies, resource_ttl
+
+    learning = event_backed(resource_ttl("executions", make_policies(executions=adaptive_state_ttl())), watch)
+    context = {"key": "k", "meta": None, "now": 0.0, "name": "executions.get"}
+    assert learning.decide(not_found_marker("gone"), **context)[0] == NOT_FOUND_TTL
+    watch.alive = True
+    assert learning.decide(not_found_marker("gone"), **context)[0] == NOT_FOUND_EVENT_TTL
+    assert learning(not_found_marker("gone")) == NOT_FOUND_EVENT_TTL
+    assert learning.decide({"state": "SUCCESS"}, **context)[0] > 3600  # the learner's own rule, unchanged

@@ -253,11 +253,37 @@ class _Watch(Protocol):
     def covered(self, value: Any) -> bool: ...
 
 
+class _EventBackedLearning:
+    """A learning policy under events: it keeps learning (it learns what events would
+    tell it), but a 404 is kept no longer than :data:`NOT_FOUND_EVENT_TTL` while the
+    stream is live -- a launch event does not clear it (see :func:`event_backed`)."""
+
+    def __init__(self, learning: TTLPolicy, watch: _Watch) -> None:
+        self.learning, self.watch = learning, watch
+
+    def __call__(self, value: Any) -> float:
+        return self._cap(value, float(self.learning(value)))
+
+    def bind(self, name: str, stats: Any) -> Any:
+        return self.learning.bind(name, stats)
+
+    def decide(self, value: Any, **context: Any) -> tuple[float, Any, float]:
+        ttl, extra, retain = self.learning.decide(value, **context)
+        return self._cap(value, float(ttl)), extra, float(retain)
+
+    def _cap(self, value: Any, ttl: float) -> float:
+        return min(ttl, NOT_FOUND_EVENT_TTL) if is_not_found(value) and self.watch.live() else ttl
+
+
 def event_backed(ttl: Any, watch: _Watch) -> Any:
     """``ttl`` (a policy of the result), lengthened to ``watch.event_ttl`` for values
-    whose every change is pushed to us, while the event stream's lease is live. A
-    learning policy is left as it is (it learns what events would tell it)."""
-    if isinstance(ttl, TTLPolicy) or not callable(ttl):
+    whose every change is pushed to us, while the event stream's lease is live; a
+    404 is then kept at most :data:`NOT_FOUND_EVENT_TTL` (WORKFLOW_LAUNCHED leaves
+    reads of its execution alone, so it does not clear a 404 of an id its creator
+    chose). A learning policy keeps learning, 404s capped the same way."""
+    if isinstance(ttl, TTLPolicy):
+        return _EventBackedLearning(ttl, watch)
+    if not callable(ttl):
         return ttl
 
     def policy(value: Any) -> float:
