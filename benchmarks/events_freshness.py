@@ -4,12 +4,14 @@ One command starts everything (a Redis, a Mistral that publishes every state
 change both ways -- posting to ``mistral-cache events serve`` and through this
 project's publisher plugin inside its engine, which invalidates straight into
 Redis under its own namespace -- and the receiver) and runs the same polling
-workload five times: the plain client, ``CachedMistralClient`` with the state
+workload six times: the plain client, ``CachedMistralClient`` with the state
 rules (a namespace no publisher serves: events off), the tutorial recipe (Redis
-GET/SET, fixed 300 s TTL: :func:`benchmarks.freshness.tutorial_read`), and
+GET/SET, fixed 300 s TTL: :func:`benchmarks.freshness.tutorial_read`),
 ``CachedMistralClient`` with events on, once in the webhook's namespace and once
 in the plugin's (each finds its publisher's freshness lease by itself; the detail
-says after how many reads the lease was live). It prints, for each: reads,
+says after how many reads the lease was live), and last the webhook's again with
+the receiver killed (SIGKILL) :data:`KILL_AFTER` seconds in: Mistral's posts fail,
+the lease lapses, and the clients must fall back to the state rules. It prints, for each: reads,
 upstream requests, true changes, outdated reads, worst staleness and upstream
 requests per change, then where the outdated reads and upstream requests were
 (by resource; for the webhook, whether each outdated read's event had been
@@ -80,9 +82,14 @@ def _tasks_value(tasks: list[Any]) -> list[list[str]]:
     return sorted([t["name"], t["state"]] if isinstance(t, dict) else [t.name, t.state] for t in tasks)
 
 
+#: When the last mode kills the receiver (SIGKILL), seconds after its executions start.
+KILL_AFTER = 1.0
+
 #: Poller modes: the row names of the table, in the order they run.
 MODES = {"plain": "no cache", "state rules": "state rules (events off)", "tutorial": "tutorial (GET/SET, 300 s)",
-         "events (webhook)": "events on (webhook)", "events (plugin)": "events on (plugin)"}
+         "events (webhook)": "events on (webhook)", "events (plugin)": "events on (plugin)",
+         # last: the receiver stays down
+         "receiver down": f"events on (webhook), receiver killed {KILL_AFTER:g} s in"}
 
 
 def _reader(mode: str, url: str, redis_url: str, namespace: str) -> tuple[Any, Any, Any, Any]:
@@ -306,6 +313,7 @@ def _attribute(late: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict
 def _run_mode(mode: str, plain: Any, env: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     stop_file = Path(env["trace"]).parent / ("stop-" + "".join(c if c.isalnum() else "-" for c in mode))
     namespace = {"events (webhook)": env["namespace"], "events (plugin)": env["plugin_namespace"],
+                 "receiver down": env["namespace"],
                  "state rules": env["namespace"] + "-rules", "tutorial": "tutorial-" + env["namespace"]}.get(mode, "-")
     # the executions run side by side: long tasks need longer than the default two minutes
     deadline = max(120.0, 60.0 + 3 * sum(args.durations))
@@ -327,6 +335,8 @@ def _run_mode(mode: str, plain: Any, env: dict[str, Any], args: argparse.Namespa
         assert p.stdin is not None
         p.stdin.write(" ".join(ids) + "\n")
         p.stdin.close()
+    if mode == "receiver down":  # a crash: Mistral's posts fail from then on, nothing reconciles
+        threading.Timer(KILL_AFTER, env["kill_receiver"]).start()
     final = ("SUCCESS", "ERROR", "CANCELLED")
     ended = None
     while any(p.poll() is None for p in procs):
@@ -414,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"scripts/mistral-server start failed:\n{started.stdout}{started.stderr}")
         url = started.stdout.strip().splitlines()[-1]
         workflow, definition = _workflow(args.durations)
-        env = {"url": url, "redis_url": server.url, "namespace": namespace, "plugin_namespace": namespace + "-plugin",
+        env: dict[str, Any] = {"url": url, "redis_url": server.url, "namespace": namespace, "plugin_namespace": namespace + "-plugin",
                "trace": str(work / "events.jsonl"), "workflow": workflow}
         with open(work / "receiver.log", "wb") as log:
             receiver = subprocess.Popen(
@@ -429,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
             plain.workflows.create(definition)
         else:  # a server that kept it: make it this run's durations
             plain.workflows.update(definition)
+        env["kill_receiver"] = receiver.kill
         rows = {mode: _run_mode(mode, plain, env, args) for mode in MODES}
     finally:
         if receiver is not None:
