@@ -12,8 +12,9 @@ and costs one PUBLISH pipelined with the write that needs it.
 Guarantee: while the listener is subscribed, an invalidation that returned is
 applied by every other subscribed process within the pub/sub delivery delay
 (about a millisecond on loopback). A listener that loses its connection cannot
-know what it missed: it flushes its local tier when it reconnects, and until
-then ``local_ttl`` bounds how long a local entry can be served.
+know what it missed: it flushes its local tier when it notices the loss (before
+``connected`` clears) and again when it resubscribes; in between, ``local_ttl``
+bounds how long an entry filled meanwhile can be served.
 """
 
 from __future__ import annotations
@@ -246,8 +247,12 @@ class Listener:
                     break
                 if self.connected.is_set():
                     log.warning("invalidation listener lost its connection (%s); flushing the local tier", type(exc).__name__)
-                self.connected.clear()
-                self._flush()
+                    # Once, at the loss, and before `connected` clears: whoever sees it
+                    # clear finds the tier flushed. Failed attempts to resubscribe do not
+                    # flush again: what is filled meanwhile (a creator's value while Redis
+                    # is down) is served up to local_ttl and goes at the resubscribe flush.
+                    self._flush()
+                    self.connected.clear()
                 self.reconnects += 1
                 self._event("disconnected")
                 self._stop.wait(delay * (0.5 + random.random()))

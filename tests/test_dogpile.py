@@ -126,8 +126,22 @@ def test_batch_calls_are_one_round_trip_each(redis_url: str, namespace: str, mon
     assert region.get_multi(["k0", "k49"]) == [NO_VALUE, NO_VALUE]
 
 
+#: Generous: a loaded machine can take seconds to schedule a thread or a process.
+DEADLINE = 30.0
+
+
+def _listening(region: CacheRegion) -> None:
+    """Start the region's listener and wait until it is subscribed. Its subscription
+    flushes the local tier (what was filled before may have missed invalidations), so a
+    test about local copies fills them after this, not before."""
+    cache = region.backend.cache
+    cache.ensure_listener()
+    assert cache.listener.connected.wait(DEADLINE), "the listener never subscribed"
+
+
 def test_local_hit_does_no_io(redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
     region = make(redis_url, namespace)
+    _listening(region)  # or its subscription may flush the copy below, and the first get refill it
     region.get_or_create("k", lambda: "v")
     sends = _Sends(monkeypatch)
     for _ in range(100):
@@ -140,7 +154,7 @@ def _worker(url: str, namespace: str, conn: Any) -> None:
     """A service process: a region on the backend, a creator reading the "upstream" (a Redis key)."""
     region = make(url, namespace, local_ttl=600)  # only coherence can explain a fresh value in time
     region.backend.cache.ensure_listener()
-    region.backend.cache.listener.connected.wait(5)
+    subscribed = region.backend.cache.listener.connected.wait(60)
     r = redis.Redis.from_url(url)
 
     def creator(key: str, delay: float) -> str:
@@ -148,7 +162,7 @@ def _worker(url: str, namespace: str, conn: Any) -> None:
         time.sleep(delay)
         return (r.get(f"{namespace}:src:{key}") or b"none").decode()
 
-    conn.send("ready")
+    conn.send("ready" if subscribed else "the listener never subscribed")
     while True:
         cmd, args = conn.recv()
         if cmd == "stop":
@@ -174,7 +188,8 @@ class Proc:
         self.conn, child = CTX.Pipe()
         self.proc = CTX.Process(target=_worker, args=(url, namespace, child), daemon=True)
         self.proc.start()
-        assert self.conn.poll(60) and self.conn.recv() == "ready"
+        assert self.conn.poll(90)
+        assert self.conn.recv() == "ready"
 
     def call(self, cmd: str, args: Any = None, timeout: float = 30) -> Any:
         self.conn.send((cmd, args))
@@ -201,7 +216,10 @@ def _src(rclient: redis.Redis, namespace: str, key: str, value: str) -> None:
     rclient.set(f"{namespace}:src:{key}", value)
 
 
-def _poll(fn: Any, timeout: float = 2.0) -> Any:
+def _poll(fn: Any, timeout: float = DEADLINE) -> Any:
+    """``fn()`` until it is true or the deadline passes. An announcement is applied by the
+    other processes' listener threads asynchronously: a test waits for it, generously
+    (local_ttl is 600 s, so only coherence can explain the change)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = fn()
@@ -230,8 +248,10 @@ def test_hard_invalidate_reaches_every_process(procs: list[Proc], rclient: redis
         assert a.call("goc", (key, 0))[0] == "old" and b.call("goc", (key, 0))[0] == "old"
         _src(rclient, namespace, key, "new")
     c.call("invalidate", True)
-    assert b.call("goc", ("x", 0))[0] == "new"
-    assert a.call("goc", ("y", 0))[0] == "new"
+    # c's invalidate returned once Redis published it; b's and a's listener threads apply it
+    # when they are scheduled, so the first read may still come before that (seen under load)
+    assert _poll(lambda: b.call("goc", ("x", 0))[0] == "new"), "b kept serving its local copy after c's hard invalidate"
+    assert _poll(lambda: a.call("goc", ("y", 0))[0] == "new"), "a kept serving its local copy after c's hard invalidate"
 
 
 def test_soft_invalidate_one_regenerates_others_keep_old(procs: list[Proc], rclient: redis.Redis, namespace: str) -> None:
@@ -288,6 +308,39 @@ def test_stampede_across_processes_computes_once(redis_url: str, namespace: str,
 
 
 # -- faults ----------------------------------------------------------------------------------
+def _failed_resubscribes(listener: Any, n: int) -> None:
+    """Wait until the listener, cut off from Redis, has failed ``n`` more attempts to resubscribe."""
+    target, deadline = listener.reconnects + n, time.monotonic() + DEADLINE
+    while listener.reconnects < target:
+        assert time.monotonic() < deadline, "the listener stopped trying to resubscribe"
+        time.sleep(0.01)
+
+
+def test_listener_flushes_before_it_reports_the_loss(namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever sees the listener disconnected (``connected`` clear, ``stats()``) finds the
+    local tier flushed: the fault tests rely on it. The listener thread may be descheduled
+    between the two steps on a loaded machine; a slow clear makes that window wide."""
+    with RedisServer() as server:
+        region = make(server.url, namespace, socket_timeout=0.2, connect_timeout=0.2)
+        _listening(region)
+        region.set("k", "v")
+        local = region.backend.local
+        assert local.peek("k") is not None
+        real_clear = local.clear
+
+        def slow_clear() -> None:
+            time.sleep(0.3)
+            real_clear()
+
+        monkeypatch.setattr(local, "clear", slow_clear)
+        server.kill()
+        listener, deadline = region.backend.cache.listener, time.monotonic() + DEADLINE
+        while listener.connected.is_set():
+            assert time.monotonic() < deadline, "the listener never noticed Redis was killed"
+            time.sleep(0.01)
+        assert local.peek("k") is None, "the listener reported the loss before flushing the local tier"
+
+
 def test_redis_killed_callers_keep_working(namespace: str) -> None:
     with RedisServer() as server:
         region = make(server.url, namespace, socket_timeout=0.2, connect_timeout=0.2)
@@ -297,6 +350,7 @@ def test_redis_killed_callers_keep_working(namespace: str) -> None:
             calls.append(key)
             return f"value-{key}"
 
+        _listening(region)  # the loss below is a subscribed listener's (one that never subscribed flushes nothing)
         assert region.get_or_create("held", lambda: creator("held")) == "value-held"
         server.kill()
         started = time.monotonic()
@@ -305,6 +359,7 @@ def test_redis_killed_callers_keep_working(namespace: str) -> None:
             assert time.monotonic() - started < 10
             time.sleep(0.01)
         assert region.get_or_create("held", lambda: creator("held")) == "value-held"  # the creator, no exception
+        _failed_resubscribes(listener, 2)  # they do not flush again
         assert region.get_or_create("held", lambda: creator("held")) == "value-held"  # then the local tier
         assert calls == ["held", "held"]
         region.set("other", 1)
