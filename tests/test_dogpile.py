@@ -264,8 +264,9 @@ def test_soft_invalidate_one_regenerates_others_keep_old(procs: list[Proc], rcli
     # wait until a's creator runs (it holds the mutex then), not a fixed time: a loaded
     # machine can take longer than any sleep to get there
     assert _poll(lambda: int(rclient.get(f"{namespace}:computes") or 0) == 2, 10), "a never started regenerating"
-    value, took = b.call("goc", ("k", 0))
-    assert value == "old" and took < 1.0, "soft: b should get the old value at once while a regenerates"
+    value, _ = b.call("goc", ("k", 0))
+    # "old", not "new": b did not wait for a's regeneration (it writes "new" when it ends)
+    assert value == "old", "soft: b should get the old value while a regenerates"
     assert a.conn.poll(10) and a.conn.recv()[0] == "new"
     assert _poll(lambda: b.call("goc", ("k", 0))[0] == "new")
     assert int(rclient.get(f"{namespace}:computes") or 0) == 2  # one fill (b read it from Redis), one regeneration
