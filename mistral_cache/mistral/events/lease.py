@@ -139,7 +139,9 @@ class LeaseKeeper:
 
     def start(self) -> LeaseKeeper:
         """Join the stream's epoch if a sibling keeps it, else begin a new one (ending
-        the previous); then beat. Takes one beat longer when a lease is live."""
+        the previous); then beat. When a lease is live, telling a beating sibling from
+        a crashed one takes up to one beat (a crashed one: up to ``ttl``)."""
+        self.cache.redis.run(self._member, "lease member")  # first: a sibling starting now sees us
         got = self.cache.redis.run(lambda c: c.get(self.keys[0]), "lease read")
         current = _decode(got) if got is not FAILED else None
         if current is not None and self._siblings_beating():
@@ -151,34 +153,43 @@ class LeaseKeeper:
         self._thread.start()
         return self
 
+    def _member(self, c: Any, pipe: Any = None) -> Any:
+        """Say this keeper is alive for ``ttl`` (into ``pipe``, or at once)."""
+        p = pipe if pipe is not None else c.pipeline(transaction=False)
+        p.set(self._member_prefix + self.member, "1", px=self._ttl_ms)
+        p.sadd(self._members, self.member)
+        p.expire(self._members, 86400)
+        return p if pipe is not None else p.execute()
+
     def _siblings_beating(self) -> bool:
         """Does another keeper beat now? Its member key is refreshed every beat, while a
-        dead one's only counts down: two readings one beat apart tell them apart."""
-        prefix = self._member_prefix
+        crashed one's only counts down: watch them until one is refreshed, or for at
+        most ``ttl`` (by then a crashed one's key is gone)."""
         got = self.cache.redis.run(lambda c: c.smembers(self._members), "lease members")
         if got is FAILED:
             return False
-        others = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in got)
-        others = [m for m in others if m != self.member]
+        others = sorted({m.decode() if isinstance(m, bytes) else str(m) for m in got} - {self.member})
         if not others:
             return False
+        keys = [self._member_prefix + m for m in others]
 
         def pttls(c: Any) -> Any:
             pipe = c.pipeline(transaction=False)
-            for m in others:
-                pipe.pttl(prefix + m)
+            for key in keys:
+                pipe.pttl(key)
             return pipe.execute()
 
-        first, t0 = self.cache.redis.run(pttls, "lease members"), time.monotonic()
-        time.sleep(self.beat + 0.05)
-        second, elapsed = self.cache.redis.run(pttls, "lease members"), (time.monotonic() - t0) * 1000
-        if first is FAILED or second is FAILED:
-            return False
-        gone = [m for m, b in zip(others, second, strict=True) if b < 0]
-        if gone:
+        last = self.cache.redis.run(pttls, "lease members")
+        deadline = time.monotonic() + self.ttl
+        while last is not FAILED and time.monotonic() < deadline and any(t > 0 for t in last):
+            time.sleep(0.05)
+            now = self.cache.redis.run(pttls, "lease members")
+            if now is not FAILED and any(b > a for a, b in zip(last, now, strict=True)):
+                return True  # more left than before: refreshed, a keeper that beats
+            last = now
+        if last is not FAILED and (gone := [m for m, t in zip(others, last, strict=True) if t < 0]):
             self.cache.redis.run(lambda c: c.srem(self._members, *gone), "lease members")
-        # refreshed since the first reading: more left than a key only counting down would have
-        return any(b > 0 and b > a - elapsed / 2 for a, b in zip(first, second, strict=True))
+        return False
 
     def _begin(self, force: bool = False) -> None:
         """A new epoch. ``force``: over a lease nobody keeps any more (else only if
@@ -212,16 +223,13 @@ class LeaseKeeper:
                 self.cache.invalidate_tags(lease_tag(self.mistral_url))
 
     def _beat(self) -> bool:
-        lease, member = self.keys[0], self._member_prefix + self.member
+        lease = self.keys[0]
 
         def op(c: Any) -> Any:
             pipe = c.pipeline(transaction=False)
             pipe.pexpire(lease, self._ttl_ms)
             pipe.get(lease)
-            pipe.set(member, "1", px=self._ttl_ms)
-            pipe.sadd(self._members, self.member)
-            pipe.expire(self._members, 86400)
-            return pipe.execute()
+            return self._member(c, pipe).execute()
 
         got = self.cache.redis.run(op, "lease beat")
         if got is FAILED:
