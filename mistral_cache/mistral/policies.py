@@ -262,17 +262,19 @@ class _EventBackedLearning:
         self.learning, self.watch = learning, watch
 
     def __call__(self, value: Any) -> float:
-        return self._cap(value, float(self.learning(value)))
+        return _cap_not_found(value, float(self.learning(value)), self.watch)
 
     def bind(self, name: str, stats: Any) -> Any:
         return self.learning.bind(name, stats)
 
     def decide(self, value: Any, **context: Any) -> tuple[float, Any, float]:
         ttl, extra, retain = self.learning.decide(value, **context)
-        return self._cap(value, float(ttl)), extra, float(retain)
+        return _cap_not_found(value, float(ttl), self.watch), extra, float(retain)
 
-    def _cap(self, value: Any, ttl: float) -> float:
-        return min(ttl, NOT_FOUND_EVENT_TTL) if is_not_found(value) and self.watch.live() else ttl
+
+def _cap_not_found(value: Any, ttl: float, watch: _Watch) -> float:
+    """A 404 kept at most :data:`NOT_FOUND_EVENT_TTL` while the stream is live."""
+    return min(ttl, NOT_FOUND_EVENT_TTL) if is_not_found(value) and watch.live() else ttl
 
 
 def event_backed(ttl: Any, watch: _Watch) -> Any:
@@ -288,10 +290,8 @@ def event_backed(ttl: Any, watch: _Watch) -> Any:
 
     def policy(value: Any) -> float:
         seconds = float(ttl(value))
-        if not watch.live():
-            return seconds
-        if is_not_found(value):
-            return min(seconds, NOT_FOUND_EVENT_TTL)
+        if not watch.live() or is_not_found(value):
+            return _cap_not_found(value, seconds, watch)
         return max(seconds, watch.event_ttl) if watch.covered(value) else seconds
 
     return policy

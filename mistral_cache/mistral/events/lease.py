@@ -168,7 +168,7 @@ class LeaseKeeper:
         got = self.cache.redis.run(lambda c: c.smembers(self._members), "lease members")
         if got is FAILED:
             return False
-        others = sorted({m.decode() if isinstance(m, bytes) else str(m) for m in got} - {self.member})
+        others = sorted(_names(got) - {self.member})
         if not others:
             return False
         keys = [self._member_prefix + m for m in others]
@@ -266,7 +266,7 @@ class LeaseKeeper:
 
         others = self.cache.redis.run(leave, "lease end")
         if others is not FAILED and others:
-            names = [m.decode() if isinstance(m, bytes) else str(m) for m in others]
+            names = _names(others)
             alive = self.cache.redis.run(lambda c: c.exists(*(self._member_prefix + m for m in names)), "lease end")
             if alive not in (FAILED, 0):
                 return
@@ -355,7 +355,7 @@ class LeaseWatch:
             self.live_until = 0.0
             return
         raw, pttl, current = got
-        current = current.decode() if isinstance(current, bytes) else current
+        current = _text(current)
         data = _decode(raw)
         if data is not None and isinstance(pttl, int) and pttl > 0:
             epoch = data["epoch"]
@@ -423,6 +423,11 @@ class LeaseWatch:
 
 def _text(raw: Any) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _names(members: Any) -> set[str]:
+    """The member ids of a SMEMBERS reply."""
+    return {str(_text(m)) for m in members}
 
 
 def _decode(raw: Any) -> dict[str, Any] | None:
