@@ -21,6 +21,7 @@ from dogpile.cache.region import CacheRegion
 from dogpile.testing.fixtures import _GenericBackendFixture, _GenericBackendTestSuite, _GenericMutexTestSuite
 
 from mistral_cache.dogpile import MistralBackend, RegionInvalidator
+from mistral_cache.dogpile.copies import live_value
 from mistral_cache.testing import RedisServer
 
 CTX = mp.get_context("spawn")
@@ -181,6 +182,8 @@ def _worker(url: str, namespace: str, conn: Any) -> None:
         elif cmd == "invalidate":
             region.invalidate(hard=args)
             conn.send(None)
+        elif cmd == "holds":  # whether the local tier still holds a live copy (no I/O)
+            conn.send(live_value(region.backend.local, args) is not NO_VALUE)
 
 
 class Proc:
@@ -260,6 +263,10 @@ def test_soft_invalidate_one_regenerates_others_keep_old(procs: list[Proc], rcli
     assert a.call("goc", ("k", 0))[0] == "old" and b.call("goc", ("k", 0))[0] == "old"
     _src(rclient, namespace, "k", "new")
     c.call("invalidate", False)
+    # c's invalidate returned once Redis published it; a's and b's listener threads drop
+    # their local copies when they are scheduled. Before that a would be served its copy
+    # and never regenerate (seen in CI under load)
+    assert _poll(lambda: not a.call("holds", "k") and not b.call("holds", "k")), "a local copy outlived c's invalidate"
     a.send("goc", ("k", 1.5))  # a regenerates, slowly, holding the mutex
     # wait until a's creator runs (it holds the mutex then), not a fixed time: a loaded
     # machine can take longer than any sleep to get there
