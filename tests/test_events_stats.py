@@ -47,7 +47,7 @@ def served(redis_url: str, namespace: str) -> Iterator[Served]:
     import waitress
 
     settings = Settings(redis_url=redis_url, mistral_url=MISTRAL, token=TOKEN, namespace=namespace,
-                        reconcile=0, stats_interval=0.1)
+                        reconcile=0, definitions=False, stats_interval=0.1)
     running = build(settings)
     server: Any = waitress.create_server(running.receiver, listen="127.0.0.1:0", threads=2)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -127,6 +127,7 @@ def test_receiver_counters_reach_stats_and_prometheus(served: Served, redis_url:
         "receivers": 1, "events": 4, "by_type": {"TASK_LAUNCHED": 2, "TASK_SUCCEEDED": 1, "WORKFLOW_LAUNCHED": 1},
         "rejected": 3, "rejected_by_reason": {"auth": 1, "event": 1, "json": 1},
         "invalidations": sum(tags), "missed_events": 1, "unacknowledged": 0, "discarded": 0, "kept_executions": 0,
+        "reconcile_requests": 2, "definition_requests": 0,
     }
     deadline = time.monotonic() + 10
     while True:  # the receiver publishes every 0.1 s

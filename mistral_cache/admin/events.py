@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s.add_argument("--rate", type=float, default=200.0, help="events per second per source (default %(default)s)")
     s.add_argument("--max-body", type=int, default=256 * 1024, help="largest body in bytes (default %(default)s)")
     s.add_argument("--reconcile", type=float, default=10.0, help="seconds between updated_at sweeps (0: off; default %(default)s)")
+    s.add_argument("--no-definition-check", dest="definitions", action="store_false",
+                   help="keep invalidating an execution at each finished task, even of a workflow that publishes "
+                   "no global variable (saves one execution list and one definition GET per burst of launches)")
     s.add_argument("--stats-interval", type=float, default=10.0,
                    help="seconds between the counters published for `mistral-cache stats` (0: off; default %(default)s)")
     s.add_argument("--metrics-listen", default=None, help="HOST:PORT to serve Prometheus /metrics on (default: none)")
@@ -71,7 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
         redis_url=options.url(args), mistral_url=args.mistral_url.rstrip("/"), token=token,
         namespace=options.namespace(args), listen=args.listen, notify_urls=tuple(args.notify_url),
         allow=tuple(args.allow), rate=args.rate, burst=2 * args.rate, max_body=args.max_body,
-        reconcile=args.reconcile, keystone=keystone, discard=args.discard, trace=args.trace_file,
+        reconcile=args.reconcile, definitions=args.definitions, keystone=keystone, discard=args.discard, trace=args.trace_file,
         stats_interval=args.stats_interval, metrics_listen=args.metrics_listen,
     )
     return serve(settings)

@@ -108,14 +108,15 @@ def events_summary(counts: dict[str, int], receivers: int) -> dict[str, Any]:
     """The events receivers' counters (summed over ``receivers`` processes), grouped:
     events by type, rejects by reason, invalidations, missed_events (found by
     reconciliation), unacknowledged (Redis writes kept for replay), discarded,
-    kept_executions (the plugin: finished tasks that published no global variable)."""
+    kept_executions (finished tasks that published no global variable), and the
+    requests the receivers made to Mistral (reconciliation, definition checks)."""
     by_type = {k.partition(".")[2]: v for k, v in sorted(counts.items()) if k.startswith("events.")}
     rejects = {k.partition(".")[2]: v for k, v in sorted(counts.items()) if k.startswith("rejected.")}
     return {
         "receivers": receivers, "events": sum(by_type.values()), "by_type": by_type,
         "rejected": sum(rejects.values()), "rejected_by_reason": rejects,
         **{name: counts.get(name, 0) for name in ("invalidations", "missed_events", "unacknowledged", "discarded",
-                                                  "kept_executions")},
+                                                  "kept_executions", "reconcile_requests", "definition_requests")},
     }
 
 
@@ -169,7 +170,8 @@ def _print(data: dict[str, Any], ns: str) -> None:
     if ev.get("receivers"):
         print(f"  events receivers {ev['receivers']}: {ev['events']} events, {ev['invalidations']} invalidations, "
               f"{ev['missed_events']} missed_events (reconciliation), {ev['rejected']} rejected, "
-              f"{ev['unacknowledged']} unacknowledged, {ev['kept_executions']} executions kept")
+              f"{ev['unacknowledged']} unacknowledged, {ev['kept_executions']} executions kept, "
+              f"{ev['reconcile_requests'] + ev['definition_requests']} requests to Mistral")
         for kind, n in ev["by_type"].items():
             print(f"    {_printable(kind):<22}{n}")
         for reason, n in ev["rejected_by_reason"].items():

@@ -22,13 +22,13 @@ the state rules (final states fixed, active ones learnt)::
 
 from __future__ import annotations
 
-import datetime as _dt
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from ..adaptive import META_KEY, Adaptive, adaptive
 from ..api import TTLPolicy
+from . import timestamps
 
 __all__ = [
     "NOT_FOUND_KEY",
@@ -140,18 +140,6 @@ def fixed_ttl(seconds: float) -> Policy:
     return policy
 
 
-def _parse_time(text: Any) -> float | None:
-    if not isinstance(text, str) or not text:
-        return None
-    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S.%f"):
-        try:
-            moment = _dt.datetime.strptime(text.rstrip("Z"), fmt)
-        except ValueError:
-            continue
-        return moment.replace(tzinfo=_dt.timezone.utc).timestamp()
-    return None
-
-
 def cron_trigger_ttl(
     longest: float = DEFINITION_TTL, *, clock: Callable[[], float] = time.time, minimum: float = MIN_TTL
 ) -> Policy:
@@ -162,7 +150,7 @@ def cron_trigger_ttl(
             return longest
         if "next_execution_time" not in data:  # e.g. a read with fields= leaving it out
             return min(longest, 60.0)
-        at = _parse_time(data.get("next_execution_time"))
+        at = timestamps.parse(data.get("next_execution_time"))
         if at is None:
             return longest
         return max(minimum, min(longest, at - clock()))

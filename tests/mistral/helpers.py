@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
 from typing import Any
 
-__all__ = ["POLLER", "WF_STEPS", "Requests", "Truth", "check_pollers_saw_every_change", "entry_pttl"]
+__all__ = ["POLLER", "WF_GLOBAL", "WF_STEPS", "Requests", "Truth", "check_published_global_seen",
+           "check_pollers_saw_every_change", "ensure_workflow", "entry_pttl"]
 
 
 class Requests:
@@ -151,3 +153,81 @@ def check_pollers_saw_every_change(truth: list[list[Any]], results: list[dict[st
                 assert not quiet, f"{len(quiet)} upstream requests in a {b[0] - a[0]:.1f}s window without a change"
     total = sum(len(r["upstream"]) for r in results)
     assert total <= len(results) * 1.5 * len(truth) + 2 * len(results), (total, len(truth))
+
+
+# t1 and t3 publish nothing global (t3 a branch variable); t2 publishes a global one,
+# which changes the execution's published_global when t2 finishes.
+WF_GLOBAL = """
+version: '2.0'
+ev_global:
+  tasks:
+    t1:
+      action: std.sleep seconds=1
+      on-success: t2
+    t2:
+      action: std.sleep seconds=1
+      on-success:
+        publish:
+          global:
+            g: <% 40 + 2 %>
+        next: t3
+    t3:
+      action: std.sleep seconds=1
+      publish:
+        b: 1
+"""
+
+
+def ensure_workflow(plain: Any, definition: str) -> float | None:
+    """Create the definition's workflow, or update it if it differs; the time it
+    changed (None: unchanged). An update restarts the receiver's definition margin."""
+    try:
+        plain.workflows.create(definition)
+    except Exception:
+        name = next(line.split(":")[0] for line in definition.splitlines() if line and not line.startswith((" ", "version")))
+        if plain.workflows.get(name).definition.strip() == definition.strip():
+            return None
+        plain.workflows.update(definition)
+    return time.time()
+
+
+def _published(ex: Any) -> Any:
+    value = getattr(ex, "published_global", None) or {}
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def check_published_global_seen(plain: Any, client: Any, ex_id: str, fetches: int) -> None:
+    """Poll ``ex_id`` (a WF_GLOBAL execution) through ``client`` and the plain client
+    until it ends: the cached read sees t2's global variable within 0.5 s of the
+    plain one, and fetched the execution itself exactly ``fetches`` times."""
+    session = client.http_client.session
+    fetched: list[float] = []  # the cached client's upstream GETs of the execution itself
+    original = session.request
+
+    def counting(method: str, url: str, **kw: Any) -> Any:
+        if url.split("?")[0].rstrip("/").endswith("/executions/" + ex_id):
+            fetched.append(time.time())
+        return original(method, url, **kw)
+
+    session.request = counting
+    truth: list[tuple[float, Any]] = []  # (first seen, published_global) by the plain client
+    seen: list[tuple[float, Any]] = []  # the same through the cache
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        t = time.time()
+        true = _published(plain.executions.get(ex_id))
+        if not truth or truth[-1][1] != true:
+            truth.append((t, true))
+        t = time.time()
+        cached = client.executions.get(ex_id)
+        if not seen or seen[-1][1] != _published(cached):
+            seen.append((t, _published(cached)))
+        if cached.state == "SUCCESS":
+            break
+        time.sleep(0.02)
+    client.close()
+    assert [v for _, v in truth] == [{}, {"g": 42}], truth
+    changed = truth[1][0]
+    first = [t for t, v in seen if v == {"g": 42}]
+    assert first and first[0] - changed < 0.5, (seen, truth)
+    assert len(fetched) == fetches, f"{len(fetched)} fetches of the execution: {[round(t - fetched[0], 2) for t in fetched]}"

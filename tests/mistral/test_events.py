@@ -15,8 +15,16 @@ import requests
 from mistral_cache import Cache
 from mistral_cache.admin.stats import collect_stats
 from mistral_cache.mistral import CachedMistralClient, scope_for
+from mistral_cache.mistral.events.definitions import MARGIN
 from mistral_cache.mistral.events.mapping import parse_event, tags_for
-from tests.mistral.helpers import POLLER, Truth, check_pollers_saw_every_change
+from tests.mistral.helpers import (
+    POLLER,
+    WF_GLOBAL,
+    Truth,
+    check_pollers_saw_every_change,
+    check_published_global_seen,
+    ensure_workflow,
+)
 from tests.mistral.helpers import WF_STEPS as WF
 from tests.mistral.helpers import entry_pttl as _entry_pttl
 
@@ -125,6 +133,28 @@ def test_pollers_see_every_change_without_polling_upstream(events_setup, receive
     with open(engine_log, "rb") as f:
         f.seek(logged)
         assert b"Unable to process event" not in f.read()
+
+
+def test_receiver_keeps_the_execution_of_a_task_that_publishes_no_global(events_setup, receiver, mistral_client_events):
+    """The receiver looks a launched execution's workflow up in Mistral: t1 and t3 (no
+    global variable) leave the cached execution alone, t2 (publish global) invalidates
+    it. A poller fetches the execution three times (first read, t2, the end) where it
+    did five before, and sees t2's global variable within 0.5 s: the plugin's result
+    (tests/mistral/test_events_plugin.py), over the webhook."""
+    s, plain = events_setup, mistral_client_events
+    changed = ensure_workflow(plain, WF_GLOBAL)
+    if changed is not None:  # a definition counts MARGIN s after its last change (whole seconds)
+        time.sleep(max(0.0, changed + MARGIN + 1.0 - time.time()))
+    before = receiver.health()["counts"]
+    ex = plain.executions.create("ev_global")
+    deadline = time.monotonic() + 30
+    while receiver.health()["counts"]["definition_requests"] < before["definition_requests"] + 2:
+        assert time.monotonic() < deadline, "the receiver never looked the launch up"
+        time.sleep(0.05)
+    check_published_global_seen(plain, _client(s), ex.id, fetches=3)
+    after = receiver.health()["counts"]
+    assert after["kept_executions"] - before["kept_executions"] == 2  # t1 and t3
+    assert after.get("definition_failures", 0) == before.get("definition_failures", 0)
 
 
 def test_two_projects_invalidate_only_their_own_scope(events_setup, receiver, wf, mistral_client_events, rcli):

@@ -49,7 +49,7 @@ ANY = "*"
 
 # Mistral ids are UUIDs; accept any short plain identifier, refuse separators and controls.
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
-_PROJECT = re.compile(r"[^\x00-\x1f\x7f]{1,255}\Z")
+_PROJECT = re.compile(r"[^\x00-\x1f\x7f]{1,255}\Z")  # a project id, a task or workflow name
 
 
 class EventError(ValueError):
@@ -67,6 +67,7 @@ class Event:
     workflow_execution_id: str | None = None  # task events: the task's execution
     root_execution_id: str | None = None  # workflow events: the top of a sub-workflow tree
     task_execution_id: str | None = None  # workflow events: the parent task of a sub-workflow
+    name: str | None = None  # the task's or the workflow's name (to look its spec up)
     #: Set only by a sender that read the task's spec (never from a payload: the
     #: webhook's token is low-trust): this finishing task published no global
     #: variable, so its execution reads as before.
@@ -103,12 +104,16 @@ def parse_event(data: Any, event: Any = None) -> Event:
     state = data.get("state")
     if state is not None and (not isinstance(state, str) or not _ID.match(state)):
         raise EventError("state is not a state name")
+    name = data.get("name")  # only ever narrows what is kept: an odd one is dropped, not refused
+    if not isinstance(name, str) or not _PROJECT.match(name):
+        name = None
     wf = _opt_id(data, "workflow_execution_id")
     if kind in TASK_EVENTS and wf is None:
         raise EventError("a task event needs workflow_execution_id")
     return Event(
         kind=kind, id=ident, project_id=project, state=state, workflow_execution_id=wf,
         root_execution_id=_opt_id(data, "root_execution_id"), task_execution_id=_opt_id(data, "task_execution_id"),
+        name=name,
     )
 
 

@@ -90,8 +90,7 @@ class Publisher:
             log.warning("mistral_cache publisher: ignored event %s of %s: %s", str(event)[:40], ex_id, exc)
             self._count("rejected.event")
             return
-        name = data.get("name") if isinstance(data, dict) else None
-        if ev.kind in FINISHING and publishes_global(ev.workflow_execution_id or "", name, ev.state) is False:
+        if ev.kind in FINISHING and publishes_global(ev.workflow_execution_id or "", ev.name, ev.state) is False:
             ev = replace(ev, execution_kept=True)
             self._count("kept_executions")
         tags = tags_for(ev, self.mistral_url)

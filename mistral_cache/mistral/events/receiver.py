@@ -27,10 +27,12 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
+from .definitions import Definitions
 from .lease import SENDER_TTL, sender_key
-from .mapping import Event, EventError, parse_event, tags_for
+from .mapping import FINISHING, Event, EventError, parse_event, tags_for
 
 __all__ = ["MAX_BODY", "RateLimit", "Receiver", "load_token", "mark_sender"]
 
@@ -95,16 +97,18 @@ class Receiver:
     ``mistral_url``: the API URL exactly as the clients spell it (it is in the scope).
     ``token``: the bearer secret. ``allow``: source networks (empty: any).
     ``lease``: a :class:`~.lease.LeaseKeeper` reported by ``/health``.
+    ``definitions``: started :class:`~.definitions.Definitions`; a finished task it
+    knows publishes no global variable leaves its execution cached.
     """
 
     def __init__(self, cache: Any, mistral_url: str, token: bytes, *, max_body: int = MAX_BODY,
                  rate: RateLimit | None = None, allow: Iterable[str] = (), lease: Any = None,
-                 discard: float = 0.0, trace: str | None = None) -> None:
+                 definitions: Definitions | None = None, discard: float = 0.0, trace: str | None = None) -> None:
         self.cache, self.mistral_url, self.max_body = cache, mistral_url, max_body
         self._expected = b"Bearer " + token
         self.rate = rate or RateLimit()
         self.allow = tuple(ipaddress.ip_network(a, strict=False) for a in allow)
-        self.lease = lease
+        self.lease, self.definitions = lease, definitions
         self.discard = discard  # tests of reconciliation: events "lost" on purpose
         self.counts: Counter[str] = Counter()  # events by type, invalidations, rejects by reason...
         self.seen: OrderedDict[str, str | None] = OrderedDict()  # id -> last state an event told
@@ -194,6 +198,12 @@ class Receiver:
     def apply(self, event: Event, *, missed: bool = False) -> bool:
         """Invalidate what ``event`` changes, in one call (one pipeline); True when
         Redis acknowledged it (False: kept by the cache and replayed)."""
+        kept = False
+        if self.definitions is not None and not missed:
+            if event.kind == "WORKFLOW_LAUNCHED":
+                self.definitions.launched(event.id)
+            elif event.kind in FINISHING and self.definitions.keeps_execution(event.workflow_execution_id, event.name):
+                event, kept = replace(event, execution_kept=True), True
         tags = tags_for(event, self.mistral_url)
         began = time.time()
         acked = bool(self.cache.invalidate_tags(*tags))
@@ -206,6 +216,7 @@ class Receiver:
             self.counts["missed_events"] += 1 if missed else 0
             self.counts["invalidations"] += len(tags)
             self.counts["unacknowledged"] += 0 if acked else 1
+            self.counts["kept_executions"] += 1 if kept else 0
             self.seen[event.id] = event.state
             self.seen.move_to_end(event.id)
             while len(self.seen) > 100_000:
@@ -221,26 +232,34 @@ class Receiver:
             with self._lock:
                 trace.write(line + "\n")
 
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[name] += n
+
     def last_state(self, ident: str) -> str | None:
         with self._lock:
             return self.seen.get(ident, "?")
 
     def counters(self) -> dict[str, int]:
-        """Flat counters for ``mistral-cache stats`` and the Prometheus collector:
-        ``events.<TYPE>``, ``rejected.<reason>``, ``invalidations``, ``missed_events``,
-        ``unacknowledged``, ``discarded`` (the last four always present)."""
+        """Flat counters for ``mistral-cache stats``, the Prometheus collector and
+        ``/health``: ``events.<TYPE>``, ``rejected.<reason>``, ``invalidations``,
+        ``missed_events``, ``unacknowledged``, ``discarded``, ``kept_executions``, and
+        the requests this process made to Mistral: ``reconcile_requests`` and
+        ``definition_requests`` (all but the first two always present)."""
         with self._lock:
             counts = {k: v for k, v in self.counts.items() if v}
-        for name in ("invalidations", "missed_events", "unacknowledged", "discarded"):
+        if self.definitions is not None:
+            counts["definition_requests"] = self.definitions.requests
+            counts["definition_failures"] = self.definitions.failures
+        for name in ("invalidations", "missed_events", "unacknowledged", "discarded", "kept_executions",
+                     "reconcile_requests", "definition_requests"):
             counts.setdefault(name, 0)
         return counts
 
     def health(self) -> dict[str, Any]:
-        with self._lock:
-            counts = dict(self.counts)
         lease = self.lease
         return {
-            "ok": True, "counts": counts,
+            "ok": True, "counts": self.counters(),
             "lease": None if lease is None else {"epoch": lease.epoch, "beats_failed": lease.beats_failed},
             "pending": self.cache.pending.summary() if self.cache.redis is not None else None,
         }

@@ -14,13 +14,13 @@ an admin's lists cover every project; a member's cover its own project only.
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from ..timestamps import stamp
 from .mapping import EventError, parse_event
 
 __all__ = ["INTERVAL", "Reconciler"]
@@ -34,10 +34,6 @@ _FIELDS = {
     "executions": ["id", "state", "project_id", "root_execution_id", "task_execution_id", "updated_at"],
     "tasks": ["id", "state", "project_id", "workflow_execution_id", "updated_at"],
 }
-
-
-def _stamp(t: float) -> str:
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 class Reconciler:
@@ -74,9 +70,10 @@ class Reconciler:
     def tick(self) -> int:
         """One sweep; returns how many resources had changed without an event."""
         started = self.clock()
-        since = "gte:" + _stamp(self.since - SLACK)
+        since = "gte:" + stamp(self.since - SLACK)
         missed = 0
         for manager, kind in (("executions", "WORKFLOW_RERUN"), ("tasks", "TASK_RERUN")):
+            self.receiver.count("reconcile_requests")
             items = getattr(self.client, manager).list(updated_at=since, fields=_FIELDS[manager], limit=1000)
             for item in items:
                 data = item.to_dict()

@@ -21,6 +21,7 @@ from typing import Any
 from ...cache import Cache
 from ...observability.publisher import StatsPublisher
 from ...policies import Timeouts
+from .definitions import Definitions
 from .lease import LeaseKeeper
 from .receiver import MAX_BODY, RateLimit, Receiver, load_token
 from .reconcile import INTERVAL, Reconciler
@@ -43,6 +44,7 @@ class Settings:
     burst: float = 400.0
     max_body: int = MAX_BODY
     reconcile: float = INTERVAL  # 0: off
+    definitions: bool = True  # learn which workflows publish no global variable (.definitions)
     keystone: dict[str, str] | None = field(default=None, repr=False)  # admin credentials for reconciliation
     threads: int = 8
     discard: float = 0.0  # tests only: answer 200 to this fraction of events and drop them
@@ -57,10 +59,13 @@ class Running:
     lease: LeaseKeeper
     reconciler: Reconciler | None
     stats: StatsPublisher | None = None
+    definitions: Definitions | None = None
 
     def stop(self) -> None:
         if self.reconciler is not None:
             self.reconciler.stop()
+        if self.definitions is not None:
+            self.definitions.stop()
         self.lease.stop()
         if self.stats is not None:
             self.stats.stop()  # publishes the last counts
@@ -78,15 +83,17 @@ def _mistral_client(s: Settings) -> Any:
 
 
 def build(s: Settings) -> Running:
-    """The receiver, its lease (started: a new epoch), its reconciliation, the
-    publisher of its counters (``mistral-cache stats``) and, if asked, ``/metrics``."""
+    """The receiver, its lease (started: a new epoch), its reconciliation, its
+    definition checks, the publisher of its counters (``mistral-cache stats``) and,
+    if asked, ``/metrics``."""
     # Short timeouts: Mistral's engine waits for our answer to each POST.
     cache = Cache(s.redis_url, namespace=s.namespace, local=None, lock=None, refresh=None,
                   timeouts=Timeouts(socket=0.25, connect=0.25))
     urls = s.notify_urls or (f"http://{s.listen}/events",)
     lease = LeaseKeeper(cache, s.mistral_url, urls)
+    definitions = Definitions(_mistral_client(s)).start() if s.definitions else None
     receiver = Receiver(cache, s.mistral_url, s.token, max_body=s.max_body, rate=RateLimit(s.rate, s.burst),
-                        allow=s.allow, lease=lease, discard=s.discard, trace=s.trace)
+                        allow=s.allow, lease=lease, definitions=definitions, discard=s.discard, trace=s.trace)
     lease.start()
     reconciler = Reconciler(_mistral_client(s), receiver, s.reconcile).start() if s.reconcile > 0 else None
     stats = StatsPublisher(cache, s.stats_interval).start() if s.stats_interval > 0 else None
@@ -95,7 +102,7 @@ def build(s: Settings) -> Running:
 
         host, _, port = s.metrics_listen.rpartition(":")
         start_http_server(int(port), cache, addr=host or "127.0.0.1")
-    return Running(receiver, lease, reconciler, stats)
+    return Running(receiver, lease, reconciler, stats, definitions)
 
 
 def serve(s: Settings, ready: threading.Event | None = None) -> int:
@@ -127,7 +134,8 @@ def serve(s: Settings, ready: threading.Event | None = None) -> int:
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
-    """Settings from ``MISTRAL_CACHE_EVENTS_{REDIS_URL,MISTRAL_URL,NAMESPACE,TOKEN_FILE,ALLOW,RECONCILE}``."""
+    """Settings from ``MISTRAL_CACHE_EVENTS_{REDIS_URL,MISTRAL_URL,NAMESPACE,TOKEN_FILE,ALLOW,RECONCILE,DEFINITIONS}``
+    (``DEFINITIONS=0``: no definition checks)."""
     e = os.environ if env is None else env
     p = "MISTRAL_CACHE_EVENTS_"
     return Settings(
@@ -135,6 +143,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         token=load_token(e.get(p + "TOKEN_FILE"), dict(e)),
         allow=tuple(a for a in e.get(p + "ALLOW", "").split(",") if a),
         reconcile=float(e.get(p + "RECONCILE", INTERVAL)),
+        definitions=e.get(p + "DEFINITIONS", "1").strip().lower() not in ("0", "false", "no", "off"),
         notify_urls=tuple(u for u in e.get(p + "NOTIFY_URL", "").split(",") if u),
     )
 
