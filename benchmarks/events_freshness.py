@@ -15,7 +15,10 @@ the lease lapses, and the clients must fall back to the state rules. It prints, 
 upstream requests, true changes, outdated reads, worst staleness and upstream
 requests per change, then where the outdated reads and upstream requests were
 (by resource; for the webhook, whether each outdated read's event had been
-applied before the read, from the receiver's trace -- the plugin leaves none)::
+applied before the read, from the receiver's trace -- the plugin leaves none).
+The webhook rows' upstream includes the receiver's own requests (reconciliation,
+definition checks, from its ``/health`` counters); the plugin reads specs from
+the engine, not the API::
 
     python -m benchmarks.events_freshness [--pollers 4] [--executions 4] [--interval 0.2]
                                           [--durations 1,2,1] [--out DIR]
@@ -335,8 +338,15 @@ def _run_mode(mode: str, plain: Any, env: dict[str, Any], args: argparse.Namespa
         assert p.stdin is not None
         p.stdin.write(" ".join(ids) + "\n")
         p.stdin.close()
+    served = mode in ("events (webhook)", "receiver down")  # the receiver's own requests count as upstream too
+    asked = [env["receiver_requests"]()] if served else []
     if mode == "receiver down":  # a crash: Mistral's posts fail from then on, nothing reconciles
-        threading.Timer(KILL_AFTER, env["kill_receiver"]).start()
+
+        def crash() -> None:
+            asked.append(env["receiver_requests"]())
+            env["kill_receiver"]()
+
+        threading.Timer(KILL_AFTER, crash).start()
     final = ("SUCCESS", "ERROR", "CANCELLED")
     ended = None
     while any(p.poll() is None for p in procs):
@@ -360,9 +370,25 @@ def _run_mode(mode: str, plain: Any, env: dict[str, Any], args: argparse.Namespa
         with open(env["trace"], encoding="utf-8") as f:
             events = [e for e in map(json.loads, f) if e["id"] in wanted or e.get("wx") in wanted]
     row = score(truth, results, events)
+    if served:
+        if len(asked) == 1:
+            asked.append(env["receiver_requests"]())
+        extra = asked[1] - asked[0]
+        row["upstream"] += extra
+        row["upstream_per_change"] = round(row["upstream"] / max(row["changes"], 1), 2)
+        row["detail"]["receiver_requests"] = extra
     if events is not None:  # for the post-delay analysis: what the truth saw, when each event was applied
         row["detail"]["truth"], row["detail"]["trace"] = truth, events
     return row
+
+
+def _receiver_requests(port: int, token: str) -> int:
+    """What the receiver asked of Mistral so far: reconciliation and definition checks."""
+    import requests
+
+    counts = requests.get(f"http://127.0.0.1:{port}/health", headers={"Authorization": f"Bearer {token}"},
+                          timeout=5).json()["counts"]
+    return int(counts["reconcile_requests"]) + int(counts["definition_requests"])
 
 
 def _wait_health(port: int, token: str) -> None:
@@ -440,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         else:  # a server that kept it: make it this run's durations
             plain.workflows.update(definition)
         env["kill_receiver"] = receiver.kill
+        env["receiver_requests"] = lambda: _receiver_requests(rport, token)
         rows = {mode: _run_mode(mode, plain, env, args) for mode in MODES}
     finally:
         if receiver is not None:
@@ -455,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     for mode, row in rows.items():
         d = row["detail"]
         print(f"{MODES[mode]}: outdated by resource {d['outdated_by_resource']} (changes {d['changes_by_resource']}), "
-              f"upstream by path {d['upstream_by_path']}")
+              f"upstream by path {d['upstream_by_path']}"
+              + (f", the receiver's own {d['receiver_requests']}" if "receiver_requests" in d else ""))
         if "lease_live_reads" in d:
             print(f"  lease live after {d['lease_live_reads'][0]} of {d['lease_live_reads'][1]} execution reads")
         if "events" in d:
