@@ -245,7 +245,8 @@ class Receiver:
         ``/health``: ``events.<TYPE>``, ``rejected.<reason>``, ``invalidations``,
         ``missed_events``, ``unacknowledged``, ``discarded``, ``kept_executions``, and
         the requests this process made to Mistral: ``reconcile_requests`` and
-        ``definition_requests`` (all but the first two always present)."""
+        ``definition_requests`` (all these always present), and
+        ``definition_failures`` when the definition checks are on."""
         with self._lock:
             counts = {k: v for k, v in self.counts.items() if v}
         if self.definitions is not None:
