@@ -219,3 +219,43 @@ def test_a_stopped_lease_watch_ends_its_thread_and_restarts_on_demand(redis_url:
         keeper.stop()
         keeper_cache.close()
         client_cache.close()
+
+
+def test_plugin_instances_of_one_engine_share_one_publisher(redis_url: str, namespace: str, rclient: Any,
+                                                            tmp_path: Any) -> None:
+    """Mistral's engine loads the plugin once per racing first event: those instances
+    share one cache, one set of counters, one lease keeper and one stats snapshot
+    (before, each kept its own lease and counted as a receiver in ``mistral-cache
+    stats``); the lease lives until the last of them closes."""
+    from mistral_cache.mistral.events.lease import lease_keys
+    from mistral_cache.mistral.events.publisher import Publisher
+
+    conf = tmp_path / "mistral-cache.conf"
+    conf.write_text(f"[publisher]\nredis_url = {redis_url}\nnamespace = {namespace}\nmistral_url = {MISTRAL}\n")
+    barrier, made = threading.Barrier(4), []
+
+    def load() -> None:
+        barrier.wait()
+        made.append(Publisher(str(conf)))
+        made[-1].publish(None, EX, _task("TASK_SUCCEEDED", "SUCCESS"), "TASK_SUCCEEDED", None)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(made) == 4 and len({id(p.core) for p in made}) == 1
+    assert made[0].counts["events.TASK_SUCCEEDED"] == 4
+    lease, _, _ = lease_keys(f"mc:{namespace}:", MISTRAL)
+    members = lease.rsplit(":", 1)[0] + ":members"
+    assert rclient.scard(members) == 1  # one keeper
+    for p in made[:3]:
+        p.close()
+    time.sleep(1.5)  # past the lease's 1 s: still beating, the last handle is open
+    assert rclient.exists(lease)
+    made[3].close()  # publishes the last counts
+    assert not rclient.exists(lease)  # the last keeper's stop ends the epoch
+    data = _stats_json(redis_url, namespace)
+    assert data["events"]["receivers"] == 1 and data["events"]["by_type"] == {"TASK_SUCCEEDED": 4}
+    with pytest.raises(RuntimeError, match="closed"):
+        made[3].publish(None, EX, _task("TASK_SUCCEEDED", "SUCCESS"), "TASK_SUCCEEDED", None)

@@ -19,6 +19,11 @@ published a global variable (:mod:`.task_spec`, from the engine's own spec cache
 a task that did not leaves its execution cached (``kept_executions``). Its
 counters have the receiver's names (``events.<TYPE>``, ``rejected.event``,
 ``invalidations``) and are published every 10 s for ``mistral-cache stats``.
+
+Mistral's engine may load the plugin several times (its first events race to
+load it; one engine counts as several receivers otherwise): instances of one
+process with the same settings share one Cache, one set of counters, one lease
+keeper and one stats publisher, which the last instance's ``close`` stops.
 """
 
 from __future__ import annotations
@@ -45,18 +50,66 @@ log = logging.getLogger("mistral_cache.mistral.events")
 DEFAULT_CONFIG = "/etc/mistral/mistral-cache.conf"
 
 
+_Config = tuple[str, str, str]  # (redis_url, namespace, mistral_url)
+
+
+def _settings(config: str | None) -> _Config:
+    path = config or os.environ.get("MISTRAL_CACHE_PUBLISHER_CONFIG") or DEFAULT_CONFIG
+    parser = configparser.ConfigParser()
+    if not parser.read(path):
+        raise RuntimeError(f"mistral_cache publisher: cannot read {path}")
+    section = parser["publisher"]
+    return section["redis_url"], section.get("namespace", "default"), section["mistral_url"].rstrip("/")
+
+
 class Publisher:
-    """``publish(ctx, ex_id, data, event, timestamp, **kwargs)``, as Mistral calls it."""
+    """``publish(ctx, ex_id, data, event, timestamp, **kwargs)``, as Mistral calls it;
+    a handle on the process's :class:`_Shared` publisher for its settings."""
+
+    _shared: dict[_Config, tuple[_Shared, int]] = {}  # settings -> (the publisher, its open handles)
+    _shared_lock = threading.Lock()
 
     def __init__(self, config: str | None = None) -> None:
-        path = config or os.environ.get("MISTRAL_CACHE_PUBLISHER_CONFIG") or DEFAULT_CONFIG
-        parser = configparser.ConfigParser()
-        if not parser.read(path):
-            raise RuntimeError(f"mistral_cache publisher: cannot read {path}")
-        section = parser["publisher"]
-        self.mistral_url = section["mistral_url"].rstrip("/")
-        self.cache = Cache(section["redis_url"], namespace=section.get("namespace", "default"), local=None,
-                           lock=None, refresh=None, timeouts=Timeouts(socket=0.25, connect=0.25))
+        self._settings = _settings(config)
+        with Publisher._shared_lock:
+            shared, handles = Publisher._shared.get(self._settings) or (_Shared(*self._settings), 0)
+            Publisher._shared[self._settings] = (shared, handles + 1)
+        self._core: _Shared | None = shared
+
+    @property
+    def core(self) -> _Shared:
+        if self._core is None:
+            raise RuntimeError("mistral_cache publisher: closed")
+        return self._core
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.core.counters(raw=True)
+
+    def publish(self, ctx: Any, ex_id: Any, data: Any, event: Any, timestamp: Any, **kwargs: Any) -> None:
+        self.core.publish(data, event, ex_id)
+
+    def close(self) -> None:
+        """Release this handle; the last one stops the lease and publishes the last counts."""
+        with Publisher._shared_lock:
+            core, self._core = self._core, None
+            if core is None:
+                return
+            shared, handles = Publisher._shared[self._settings]
+            if handles > 1:
+                Publisher._shared[self._settings] = (shared, handles - 1)
+                return
+            del Publisher._shared[self._settings]
+        core.close()
+
+
+class _Shared:
+    """One process's publisher for one set of settings."""
+
+    def __init__(self, redis_url: str, namespace: str, mistral_url: str) -> None:
+        self.mistral_url = mistral_url
+        self.cache = Cache(redis_url, namespace=namespace, local=None, lock=None, refresh=None,
+                           timeouts=Timeouts(socket=0.25, connect=0.25))
         self.counts: dict[str, int] = {}
         self._lease: LeaseKeeper | None = None
         self._stats: StatsPublisher | None = None
@@ -64,10 +117,13 @@ class Publisher:
         self._lease_lock = threading.Lock()  # not the counters': starting a lease may wait one beat
         add_section(self.cache, "events", self.counters)
 
-    def counters(self) -> dict[str, int]:
-        """As the receiver's: ``events.<TYPE>``, ``rejected.event``, ``invalidations``..."""
+    def counters(self, raw: bool = False) -> dict[str, int]:
+        """As the receiver's: ``events.<TYPE>``, ``rejected.event``, ``invalidations``...
+        (``raw``: only those counted so far)."""
         with self._lock:
             counts = dict(self.counts)
+        if raw:
+            return counts
         for name in ("invalidations", "missed_events", "unacknowledged", "discarded", "kept_executions"):
             counts.setdefault(name, 0)
         return counts
@@ -83,7 +139,7 @@ class Publisher:
                     self._lease = LeaseKeeper(self.cache, self.mistral_url, (f"{PLUGIN_TYPE}:",)).start()
                     self._stats = StatsPublisher(self.cache).start()
 
-    def publish(self, ctx: Any, ex_id: Any, data: Any, event: Any, timestamp: Any, **kwargs: Any) -> None:
+    def publish(self, data: Any, event: Any, ex_id: Any) -> None:
         try:
             ev = parse_event(data, event)
         except EventError as exc:
@@ -107,3 +163,4 @@ class Publisher:
             self._lease.stop()
         if self._stats is not None:
             self._stats.stop()  # publishes the last counts
+        self.cache.close()
