@@ -160,6 +160,14 @@ def test_a_batch_costs_one_list_and_one_get_per_workflow() -> None:
     assert not d.keeps_execution("unknown", "t1") and not d.keeps_execution(None, "t1")
 
 
+def test_a_failed_definition_spares_the_others() -> None:
+    mistral = _Mistral([_ex("e1", "gone", "2026-12-01 10:00:10"), _ex("e2", "w1", "2026-12-01 10:00:10")],
+                       {"w1": _wf(NO_GLOBAL, "2026-12-01 09:00:00")})
+    d = Definitions(mistral)
+    d.resolve([("e1", 0.0), ("e2", 0.0)])
+    assert d.failures == 1 and not d.keeps_execution("e1", "t1") and d.keeps_execution("e2", "t1")
+
+
 @pytest.mark.parametrize(("updated", "created", "kept"), [
     ("2026-12-01 10:00:00", "2026-12-01 10:00:02", True),  # changed MARGIN before the execution: its definition
     ("2026-12-01 10:00:01", "2026-12-01 10:00:02", False),  # within the margin: the execution may run the older one

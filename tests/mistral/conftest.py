@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.mistral.helpers import admin_receiver
+
 REPO = Path(__file__).resolve().parents[2]
 MISTRAL_CLI = "mistral_cache.testing.openstack.mistral_cli"  # scripts/mistral-server
 KEYSTONE_CLI = "mistral_cache.testing.openstack.keystone_cli"  # scripts/keystone-server
@@ -396,7 +398,8 @@ def mistral_client_events(events_setup):
 # ``auth_events_setup``: one more Mistral, started with both ``--keystone-url`` (auth on,
 # against the session's ``keystone``) and ``--notify-url``, so every event carries the
 # real project id of the execution's owner; ``auth_receiver``: ``mistral-cache events
-# serve`` for it, reconciliation off so only events invalidate.
+# serve`` for it with the admin's credentials (its definition checks and reconciliation
+# list every project), reconciliation off so only events invalidate.
 @pytest.fixture(scope="session")
 def auth_events_setup(keystone: Keystone, tmp_path_factory, redis_url: str):
     _bypass_proxy_for_loopback()
@@ -410,9 +413,9 @@ def auth_events_setup(keystone: Keystone, tmp_path_factory, redis_url: str):
 
 
 @pytest.fixture(scope="session")
-def auth_receiver(auth_events_setup: EventsSetup):
+def auth_receiver(auth_events_setup: EventsSetup, keystone: Keystone):
     proc = ReceiverProcess(auth_events_setup)
-    proc.start("--reconcile", "0")
+    proc.start("--reconcile", "0", *admin_receiver(keystone))
     try:
         yield proc
     finally:

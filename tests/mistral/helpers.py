@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from typing import Any
 
-__all__ = ["POLLER", "WF_GLOBAL", "WF_STEPS", "Requests", "Truth", "check_published_global_seen",
+__all__ = ["POLLER", "WF_GLOBAL", "WF_STEPS", "Requests", "Truth", "admin_receiver", "check_published_global_seen",
            "check_pollers_saw_every_change", "ensure_workflow", "entry_pttl"]
 
 
@@ -231,3 +231,8 @@ def check_published_global_seen(plain: Any, client: Any, ex_id: str, fetches: in
     first = [t for t, v in seen if v == {"g": 42}]
     assert first and first[0] - changed < 0.5, (seen, truth)
     assert len(fetched) == fetches, f"{len(fetched)} fetches of the execution: {[round(t - fetched[0], 2) for t in fetched]}"
+
+
+def admin_receiver(keystone: Any) -> list[str]:
+    """``events serve`` options for a Keystone's admin (a password file, never the command line)."""
+    return ["--keystone-url", keystone.url, "--keystone-password-file", str(keystone.password_file)]

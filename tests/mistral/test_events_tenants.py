@@ -25,7 +25,7 @@ from mistralclient.api import client as mistral_client_module
 
 from mistral_cache import Cache
 from mistral_cache.mistral import CachedMistralClient, scope_for
-from tests.mistral.helpers import Requests
+from tests.mistral.helpers import Requests, admin_receiver
 
 pytestmark = pytest.mark.mistral
 
@@ -181,3 +181,46 @@ def test_events_from_both_projects_invalidate_only_their_own_entries(auth_events
         _one_project_runs(s, rcli, projects.workflow, mover=projects.b, idle=projects.a)
     finally:
         rcli.close()
+
+
+def test_an_admin_receiver_keeps_executions_of_every_project(auth_receiver, projects):
+    """The receiver's definition checks, authenticated as Keystone's admin (whose
+    lists and reads span every project): a member's execution of a workflow private to
+    the member's project that publishes no global variable has each of its finished
+    tasks leave it cached."""
+    b = projects.b
+    before = auth_receiver.health()["counts"]
+    ex_id = b.plain.executions.create(projects.workflow).id
+    assert _wait_final(b, ex_id) == "SUCCESS"
+    deadline = time.monotonic() + 10  # the last event may reach the receiver after the state
+    while auth_receiver.health()["counts"]["kept_executions"] < before["kept_executions"] + 3:
+        assert time.monotonic() < deadline, (before, auth_receiver.health()["counts"])
+        time.sleep(0.1)
+    after = auth_receiver.health()["counts"]
+    assert after["kept_executions"] == before["kept_executions"] + 3  # t1, t2, t3
+    assert after.get("definition_failures", 0) == before.get("definition_failures", 0)
+
+
+def test_lost_events_of_another_project_are_reconciled(auth_receiver, keystone, projects):
+    """Every event lost: the reconciliation, authenticated as Keystone's admin, lists
+    every project's executions, so a member's cached RUNNING execution (kept 300 s
+    under the lease) reaches its final state within the interval. (The receiver's
+    Keystone client used to pass the password where python-mistralclient ignores it:
+    every reconciliation was refused, and the member read RUNNING for 300 s.)"""
+    b = projects.b
+    auth_receiver.stop()
+    auth_receiver.start("--reconcile", "1", "--discard", "1", *admin_receiver(keystone))
+    try:
+        _wait_live(b.cached)
+        ex_id = b.plain.executions.create(projects.workflow).id
+        assert b.reads(ex_id)[0] == "RUNNING"
+        done = _wait_final(b, ex_id)
+        t_done = time.monotonic()
+        while b.reads(ex_id)[0] != done:
+            assert time.monotonic() - t_done < 1 + 1.5, "a lost event of another project was not reconciled"
+            time.sleep(0.05)
+        counts = auth_receiver.health()["counts"]
+        assert counts["discarded"] >= 1 and counts["missed_events"] >= 1
+    finally:
+        auth_receiver.stop()
+        auth_receiver.start("--reconcile", "0", *admin_receiver(keystone))

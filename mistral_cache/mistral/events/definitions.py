@@ -107,7 +107,7 @@ class Definitions:
     :meth:`keeps_execution` answers from memory.
 
     ``client``: a python-mistralclient ``Client`` (plain, uncached), the
-    reconciliation's credentials (an admin's list spans every project).
+    reconciliation's credentials (an admin's lists and reads span every project).
     """
 
     def __init__(self, client: Any, *, margin: float = MARGIN, wait: float = BATCH_WAIT, maxsize: int = 100_000,
@@ -176,7 +176,12 @@ class Definitions:
                 by_workflow.setdefault(workflow, []).append((str(ident), created))
         for workflow, executions in by_workflow.items():
             self.requests += 1
-            definition = self.client.workflows.get(workflow).to_dict()
+            try:
+                definition = self.client.workflows.get(workflow).to_dict()
+            except Exception as exc:  # deleted, not visible to these credentials: those executions stay unknown
+                self.failures += 1
+                log.debug("no definition for workflow %s: %s: %s", workflow, type(exc).__name__, exc)
+                continue
             changed = parse(definition.get("updated_at")) or parse(definition.get("created_at"))
             quiet = quiet_tasks(definition.get("definition"), definition.get("name"))
             if changed is None or not quiet:

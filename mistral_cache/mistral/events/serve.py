@@ -72,13 +72,20 @@ class Running:
 
 
 def _mistral_client(s: Settings) -> Any:
+    """The receiver's own client. With Keystone, through a keystoneauth session built
+    here: python-mistralclient's keyword authentication reads the password from
+    ``api_key`` and silently goes unauthenticated given ``password``."""
     from mistralclient.api import client
 
     if s.keystone:
+        from keystoneauth1 import session
+        from keystoneauth1.identity import v3
+
         k = s.keystone
-        return client.client(mistral_url=s.mistral_url, auth_url=k["url"], username=k["username"],
-                             password=k["password"], project_name=k.get("project", "admin"),
-                             user_domain_name="Default", project_domain_name="Default")
+        auth = v3.Password(auth_url=k["url"], username=k["username"], password=k["password"],
+                           project_name=k.get("project", "admin"), user_domain_name="Default",
+                           project_domain_name="Default")
+        return client.client(mistral_url=s.mistral_url, session=session.Session(auth=auth))
     return client.client(mistral_url=s.mistral_url)
 
 
