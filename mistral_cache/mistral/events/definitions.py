@@ -118,6 +118,7 @@ class Definitions:
         self._quiet: OrderedDict[str, frozenset[str]] = OrderedDict()  # execution id -> its quiet tasks
         self._cond = threading.Condition()
         self._stop = False
+        self._warned = float("-inf")  # monotonic time of the last warning
         self._thread: threading.Thread | None = None
 
     def start(self) -> Definitions:
@@ -158,7 +159,13 @@ class Definitions:
                 self.resolve(batch)
             except Exception as exc:  # Mistral down, credentials refused: those executions stay unknown
                 self.failures += 1
-                log.warning("definition lookup failed: %s: %s", type(exc).__name__, exc)
+                # a refusal repeats at every launch: one warning a minute, the rest at debug
+                now = time.monotonic()
+                loud = now - self._warned >= 60.0
+                if loud:
+                    self._warned = now
+                log.log(logging.WARNING if loud else logging.DEBUG, "definition lookup failed (%d so far): %s: %s",
+                        self.failures, type(exc).__name__, exc)
 
     def resolve(self, batch: list[tuple[str, float]]) -> None:
         """Look up the batch's executions in Mistral, then each of their workflows once."""
