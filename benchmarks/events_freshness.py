@@ -343,8 +343,10 @@ def _run_mode(mode: str, plain: Any, env: dict[str, Any], args: argparse.Namespa
     if mode == "receiver down":  # a crash: Mistral's posts fail from then on, nothing reconciles
 
         def crash() -> None:
-            asked.append(env["receiver_requests"]())
-            env["kill_receiver"]()
+            try:
+                asked.append(env["receiver_requests"]())
+            finally:  # whatever /health said, the receiver goes
+                env["kill_receiver"]()
 
         threading.Timer(KILL_AFTER, crash).start()
     final = ("SUCCESS", "ERROR", "CANCELLED")

@@ -302,9 +302,7 @@ def events_polling(sim: Any, redis_url: str, *, quick: bool = True, delay: Any =
 
     from mistralclient.api import client as mc
 
-    from mistral_cache.mistral.events.definitions import MARGIN
     from mistral_cache.mistral.events.serve import Settings, build
-    from mistral_cache.mistral.timestamps import parse
     from mistral_cache.testing.support import free_port
 
     from .sim_mistral import PostDelay
@@ -353,11 +351,7 @@ def events_polling(sim: Any, redis_url: str, *, quick: bool = True, delay: Any =
         while not all(r.facade.events.live() for r in readers["events on"]) and time.monotonic() < deadline:
             time.sleep(0.05)
         plain = mc.client(mistral_url=sim.url)
-        chosen = plain.workflows.list()[:executions]
-        # the receiver trusts a definition for an execution created MARGIN s or more after its last change
-        newest = max((parse(w.updated_at) or parse(w.created_at) or 0.0 for w in chosen), default=0.0)
-        time.sleep(max(0.0, min(newest + MARGIN + 1.0 - time.time(), MARGIN + 1.0)))
-        workflows = [w.name for w in chosen]
+        workflows = [w.name for w in plain.workflows.list()][:executions]
         watched = [plain.executions.create(workflows[i % len(workflows)]).id for i in range(executions)]
         for v in counts:
             counts[v] = 0

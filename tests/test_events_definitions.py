@@ -151,7 +151,7 @@ def test_a_batch_costs_one_list_and_one_get_per_workflow() -> None:
     d = Definitions(mistral)
     d.resolve([("e1", 0.0), ("e2", 0.0), ("e3", 0.0), ("unknown", 0.0)])
     assert [c[0] for c in mistral.calls] == ["executions.list", "workflows.get", "workflows.get"]
-    assert mistral.calls[0][1]["fields"] == ["id", "workflow_id", "created_at"]
+    assert mistral.calls[0][1]["fields"] == ["id", "workflow_id"]
     assert d.requests == 3
     assert d.keeps_execution("e1", "t1") and d.keeps_execution("e2", "t3")
     assert not d.keeps_execution("e1", "t9") and not d.keeps_execution("e1", None)  # no such task, no name
@@ -168,17 +168,35 @@ def test_a_failed_definition_spares_the_others() -> None:
     assert d.failures == 1 and not d.keeps_execution("e1", "t1") and d.keeps_execution("e2", "t1")
 
 
-@pytest.mark.parametrize(("updated", "created", "kept"), [
-    ("2026-12-01 10:00:00", "2026-12-01 10:00:02", True),  # changed MARGIN before the execution: its definition
-    ("2026-12-01 10:00:01", "2026-12-01 10:00:02", False),  # within the margin: the execution may run the older one
-    ("2026-12-01 10:00:05", "2026-12-01 10:00:02", False),  # changed after the execution started
-    (None, "2026-12-01 10:00:02", True),  # never updated: created at 09:00
+@pytest.mark.parametrize(("updated", "kept"), [
+    (None, True), ("", True),  # never updated: the definition every execution of it runs
+    # updated, even long before the execution: after two updates within one second the
+    # engine may run the first under the timestamp the API shows with the second
+    ("2026-12-01 09:30:00", False),
 ])
-def test_a_definition_counts_only_if_it_predates_the_execution(updated: str | None, created: str, kept: bool) -> None:
-    mistral = _Mistral([_ex("e1", "w1", created)], {"w1": _wf(NO_GLOBAL, "2026-12-01 09:00:00", updated)})
+def test_only_a_never_updated_definition_counts(updated: str | None, kept: bool) -> None:
+    mistral = _Mistral([_ex("e1", "w1", "2026-12-01 10:00:02")], {"w1": _wf(NO_GLOBAL, "2026-12-01 09:00:00", updated)})
     d = Definitions(mistral)
     d.resolve([("e1", 0.0)])
     assert d.keeps_execution("e1", "t1") is kept
+    assert d.lookups == 1
+
+
+def test_a_flood_of_launches_costs_few_lookups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forged launches (the token is low-trust): an id is looked up once, and lookups
+    start at least ``interval`` apart, however many launches come in between."""
+    mistral = _Mistral([_ex("e1", "w1", "2026-12-01 10:00:02")], {"w1": _wf(NO_GLOBAL, "2026-12-01 09:00:00")})
+    d = Definitions(mistral, wait=0.0, interval=0.3).start()
+    started = time.monotonic()
+    while time.monotonic() - started < 1.0:
+        d.launched("e1")  # the same id again and again: one lookup
+        d.launched(f"forged-{time.monotonic()}")
+        time.sleep(0.001)
+    d.stop()
+    lists = [c for c in mistral.calls if c[0] == "executions.list"]
+    assert 1 <= len(lists) <= 5  # 1 s at one lookup per 0.3 s at most (not a timing claim: a bound)
+    assert lists[0][1]["sort_dirs"] == "desc"  # the newest executions first: they are the ones asked about
+    assert d.keeps_execution("e1", "t1") and d.lookups == len(lists)
 
 
 def test_unreadable_answers_keep_nothing() -> None:

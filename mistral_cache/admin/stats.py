@@ -20,6 +20,7 @@ import redis.exceptions as rex
 
 from ..adaptive import merge_stats
 from ..exceptions import ConfigurationError
+from ..mistral.events.mapping import RECEIVER_COUNTERS
 from ..observability.publisher import SECTION_NAMES, decode_into, decode_section, stats_key
 from ..observability.stats import Stats
 from ..tiers.redis import Keyspace, client_options, redact, sync_client_from_url
@@ -115,8 +116,7 @@ def events_summary(counts: dict[str, int], receivers: int) -> dict[str, Any]:
     return {
         "receivers": receivers, "events": sum(by_type.values()), "by_type": by_type,
         "rejected": sum(rejects.values()), "rejected_by_reason": rejects,
-        **{name: counts.get(name, 0) for name in ("invalidations", "missed_events", "unacknowledged", "discarded",
-                                                  "kept_executions", "reconcile_requests", "definition_requests")},
+        **{name: counts.get(name, 0) for name in RECEIVER_COUNTERS},
     }
 
 

@@ -178,17 +178,18 @@ ev_global:
 """
 
 
-def ensure_workflow(plain: Any, definition: str) -> float | None:
-    """Create the definition's workflow, or update it if it differs; the time it
-    changed (None: unchanged). An update restarts the receiver's definition margin."""
+def ensure_workflow(plain: Any, definition: str, name: str) -> Any:
+    """The workflow ``name`` as ``definition`` says: created if absent, updated if it
+    differs (the receiver never trusts an updated definition). Returns Mistral's record."""
+    from mistralclient.api.base import APIException
+
     try:
-        plain.workflows.create(definition)
-    except Exception:
-        name = next(line.split(":")[0] for line in definition.splitlines() if line and not line.startswith((" ", "version")))
-        if plain.workflows.get(name).definition.strip() == definition.strip():
-            return None
-        plain.workflows.update(definition)
-    return time.time()
+        return plain.workflows.create(definition)[0]
+    except APIException:  # there already
+        current = plain.workflows.get(name)
+        if current.definition.strip() == definition.strip():
+            return current
+        return plain.workflows.update(definition)[0]
 
 
 def _published(ex: Any) -> Any:

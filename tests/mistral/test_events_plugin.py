@@ -110,7 +110,7 @@ def test_plugin_keeps_the_execution_of_a_task_that_publishes_no_global(plugin_se
     where the receiver's mapping alone makes it five, and still sees t2's global
     variable within 0.5 s (the check that the plugin does not keep what did change)."""
     s, (plain, _) = plugin_setup, wf
-    ensure_workflow(plain, WF_GLOBAL)
+    ensure_workflow(plain, WF_GLOBAL, "ev_global")
     ex = plain.executions.create("ev_global")
     lease = lease_keys(f"mc:{s.namespace}:", s.url)[0]
     r, deadline = redis.Redis.from_url(s.redis_url), time.monotonic() + 10

@@ -191,6 +191,10 @@ def test_an_admin_receiver_keeps_executions_of_every_project(auth_receiver, proj
     b = projects.b
     before = auth_receiver.health()["counts"]
     ex_id = b.plain.executions.create(projects.workflow).id
+    deadline = time.monotonic() + 10
+    while auth_receiver.health()["counts"]["definition_lookups"] < before["definition_lookups"] + 1:
+        assert time.monotonic() < deadline, "the receiver never looked the launch up"
+        time.sleep(0.05)
     assert _wait_final(b, ex_id) == "SUCCESS"
     deadline = time.monotonic() + 10  # the last event may reach the receiver after the state
     while auth_receiver.health()["counts"]["kept_executions"] < before["kept_executions"] + 3:

@@ -7,14 +7,16 @@ one refetch of an unchanged execution. The plugin asks Mistral's engine
 (:mod:`.task_spec`); the receiver asks Mistral's API, once per burst of launches:
 
 - the event is only a trigger. Its payload is low-trust (the token travels in
-  every execution's ``params``), so which workflow the execution runs and when
-  it was created come from Mistral's execution list, never from the payload:
-  a forged launch can cost a lookup, never a kept execution;
-- an execution runs the definition it started with (Mistral keeps a snapshot),
-  and the API serves the current one. A definition is trusted for an execution
-  only when it was last changed :data:`MARGIN` seconds or more before the
-  execution was created (both Mistral's timestamps, so no clock of ours enters),
-  and when it was fetched after the launch was received;
+  every execution's ``params``), so which workflow the execution runs comes from
+  Mistral's execution list, never from the payload: a forged launch can cost a
+  lookup (at most one every :data:`MIN_INTERVAL`, an id looked up once), never
+  a kept execution;
+- an execution runs the spec its engine parsed when it started, and the API
+  serves the current definition. Only a definition never updated is trusted:
+  the engine caches specs by definition id and ``updated_at``, which has whole
+  seconds, so after two updates within one second it can keep running the first
+  while the API serves the second under the same timestamp. A never-updated
+  definition is the one every execution of it runs;
 - the check is conservative: a task is quiet when no ``publish`` mapping with
   a ``global`` key appears anywhere in it (whatever state it ends in), nor in
   the rest of its workflow (``task-defaults`` included); a definition that does
@@ -25,8 +27,10 @@ Anything unknown (the lookup failed or has not answered yet, the execution is
 older than the receiver, another receiver process saw the launch) leaves the
 execution invalidated, as without this module. What it costs: one execution list
 and one definition GET per workflow per batch of launches (launches within
-:data:`BATCH_WAIT` of each other share them), made by the receiver alone and
-counted in its ``definition_requests``.
+:data:`BATCH_WAIT`, or while the previous lookup runs, share them), made by the
+receiver alone and counted in its ``definition_requests``; ``definition_lookups``
+counts the batches answered. A workflow updated even once keeps costing its
+readers one execution refetch per finished task (the plugin has no such limit).
 """
 
 from __future__ import annotations
@@ -38,18 +42,17 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ..timestamps import parse, stamp
+from ..timestamps import stamp
 
-__all__ = ["BATCH_WAIT", "MARGIN", "Definitions", "quiet_tasks"]
+__all__ = ["BATCH_WAIT", "MIN_INTERVAL", "Definitions", "quiet_tasks"]
 
 log = logging.getLogger("mistral_cache.mistral.events")
 
-#: Seconds between a definition's last change and an execution's creation for the
-#: one to be the other's: timestamps have whole seconds, and an update committed
-#: late must not pass for one the execution saw.
-MARGIN = 2.0
 #: Seconds a lookup waits for more launches to share it with.
 BATCH_WAIT = 0.05
+#: Fewest seconds between two lookups' starts: a flood of (forged) launches
+#: costs Mistral at most a few lists a second.
+MIN_INTERVAL = 0.25
 #: The execution list looks this far before the earliest launch of a batch: the
 #: receiver's clock and Mistral's need not agree.
 LOOKBACK = 120.0
@@ -110,11 +113,12 @@ class Definitions:
     reconciliation's credentials (an admin's lists and reads span every project).
     """
 
-    def __init__(self, client: Any, *, margin: float = MARGIN, wait: float = BATCH_WAIT, maxsize: int = 100_000,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.client, self.margin, self.wait, self.maxsize, self.clock = client, margin, wait, maxsize, clock
-        self.requests = self.failures = 0
-        self._pending: list[tuple[str, float]] = []  # (execution id, received at)
+    def __init__(self, client: Any, *, wait: float = BATCH_WAIT, interval: float = MIN_INTERVAL,
+                 maxsize: int = 100_000, clock: Callable[[], float] = time.time) -> None:
+        self.client, self.wait, self.interval, self.maxsize, self.clock = client, wait, interval, maxsize, clock
+        self.requests = self.failures = self.lookups = 0
+        self._pending: dict[str, float] = {}  # execution id -> received at
+        self._asked: OrderedDict[str, None] = OrderedDict()  # execution ids looked up already
         self._quiet: OrderedDict[str, frozenset[str]] = OrderedDict()  # execution id -> its quiet tasks
         self._cond = threading.Condition()
         self._stop = False
@@ -130,12 +134,14 @@ class Definitions:
         with self._cond:
             self._stop = True
             self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(5.0)
 
     def launched(self, execution_id: str) -> None:
-        """A launch was received: look the execution up (never blocks the caller)."""
+        """A launch was received: look the execution up once (never blocks the caller)."""
         with self._cond:
-            if len(self._pending) < self.maxsize:
-                self._pending.append((execution_id, self.clock()))
+            if execution_id not in self._asked and len(self._pending) < self.maxsize:
+                self._pending.setdefault(execution_id, self.clock())
                 self._cond.notify()
 
     def keeps_execution(self, execution_id: str | None, task: str | None) -> bool:
@@ -146,15 +152,22 @@ class Definitions:
             return task in self._quiet.get(execution_id, ())
 
     def _run(self) -> None:
+        last = float("-inf")
         while True:
             with self._cond:
                 while not self._pending and not self._stop:
                     self._cond.wait()
                 if self._stop:
                     return
-            time.sleep(self.wait)  # let a burst of launches share one lookup
+            # let a burst of launches share one lookup, and space lookups out
+            time.sleep(max(self.wait, last + self.interval - time.monotonic()))
+            last = time.monotonic()
             with self._cond:
-                batch, self._pending = self._pending, []
+                batch, self._pending = list(self._pending.items()), {}
+                for ident, _ in batch:
+                    self._asked[ident] = None
+                while len(self._asked) > self.maxsize:
+                    self._asked.popitem(last=False)
             try:
                 self.resolve(batch)
             except Exception as exc:  # Mistral down, credentials refused: those executions stay unknown
@@ -175,12 +188,12 @@ class Definitions:
         since = "gte:" + stamp(min(at for _, at in batch) - LOOKBACK)
         self.requests += 1
         found = [item.to_dict() for item in self.client.executions.list(
-            created_at=since, fields=["id", "workflow_id", "created_at"], limit=1000)]
-        by_workflow: dict[str, list[tuple[str, float]]] = {}
+            created_at=since, fields=["id", "workflow_id"], sort_keys="created_at", sort_dirs="desc", limit=1000)]
+        by_workflow: dict[str, list[str]] = {}
         for data in found:
-            ident, workflow, created = data.get("id"), data.get("workflow_id"), parse(data.get("created_at"))
-            if ident in wanted and isinstance(workflow, str) and workflow and created is not None:
-                by_workflow.setdefault(workflow, []).append((str(ident), created))
+            ident, workflow = data.get("id"), data.get("workflow_id")
+            if ident in wanted and isinstance(workflow, str) and workflow:
+                by_workflow.setdefault(workflow, []).append(str(ident))
         for workflow, executions in by_workflow.items():
             self.requests += 1
             try:
@@ -189,14 +202,13 @@ class Definitions:
                 self.failures += 1
                 log.debug("no definition for workflow %s: %s: %s", workflow, type(exc).__name__, exc)
                 continue
-            changed = parse(definition.get("updated_at")) or parse(definition.get("created_at"))
-            quiet = quiet_tasks(definition.get("definition"), definition.get("name"))
-            if changed is None or not quiet:
+            if definition.get("updated_at"):  # updated: perhaps not what its executions run
                 continue
+            quiet = quiet_tasks(definition.get("definition"), definition.get("name"))
             with self._cond:
-                for ident, created in executions:
-                    if changed + self.margin <= created:
-                        self._quiet[ident] = quiet
-                        self._quiet.move_to_end(ident)
+                for ident in executions if quiet else ():
+                    self._quiet[ident] = quiet
+                    self._quiet.move_to_end(ident)
                 while len(self._quiet) > self.maxsize:
                     self._quiet.popitem(last=False)
+        self.lookups += 1

@@ -21,7 +21,8 @@ from typing import Any
 from ..identity import scope_for
 
 __all__ = [
-    "ANY", "EVENT_TYPES", "EventError", "Event", "FINISHING", "KEEPS_EXECUTION", "TASK_EVENTS", "WORKFLOW_EVENTS", "list_tag",
+    "ANY", "COUNTERS", "EVENT_TYPES", "RECEIVER_COUNTERS",
+    "EventError", "Event", "FINISHING", "KEEPS_EXECUTION", "TASK_EVENTS", "WORKFLOW_EVENTS", "list_tag",
     "parse_event", "tags_for",
 ]
 
@@ -44,12 +45,18 @@ KEEPS_EXECUTION = frozenset({"TASK_LAUNCHED"})
 #: variable with ``Event.execution_kept``.
 FINISHING = frozenset({"TASK_SUCCEEDED", "TASK_FAILED", "TASK_SKIPPED"})
 
+#: The counters every events publisher reports, zero or not (the receiver and the
+#: plugin, in ``mistral-cache stats`` and Prometheus); the receiver adds the
+#: requests it makes to Mistral.
+COUNTERS = ("invalidations", "missed_events", "unacknowledged", "discarded", "kept_executions")
+RECEIVER_COUNTERS = (*COUNTERS, "reconcile_requests", "definition_requests")
+
 #: The filter value of a list read without that filter (an unfiltered task list).
 ANY = "*"
 
 # Mistral ids are UUIDs; accept any short plain identifier, refuse separators and controls.
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
-_PROJECT = re.compile(r"[^\x00-\x1f\x7f]{1,255}\Z")  # a project id, a task or workflow name
+_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,255}\Z")  # a project id, a task or workflow name
 
 
 class EventError(ValueError):
@@ -99,13 +106,13 @@ def parse_event(data: Any, event: Any = None) -> Event:
     if ident is None:
         raise EventError("missing id")
     project = data.get("project_id")
-    if not isinstance(project, str) or not _PROJECT.match(project):
+    if not isinstance(project, str) or not _NAME.match(project):
         raise EventError("missing project_id")
     state = data.get("state")
     if state is not None and (not isinstance(state, str) or not _ID.match(state)):
         raise EventError("state is not a state name")
     name = data.get("name")  # only ever narrows what is kept: an odd one is dropped, not refused
-    if not isinstance(name, str) or not _PROJECT.match(name):
+    if not isinstance(name, str) or not _NAME.match(name):
         name = None
     wf = _opt_id(data, "workflow_execution_id")
     if kind in TASK_EVENTS and wf is None:

@@ -39,7 +39,7 @@ from ...cache import Cache
 from ...observability.publisher import StatsPublisher, add_section
 from ...policies import Timeouts
 from .lease import PLUGIN_TYPE, LeaseKeeper
-from .mapping import FINISHING, EventError, parse_event, tags_for
+from .mapping import COUNTERS, FINISHING, EventError, parse_event, tags_for
 from .receiver import mark_sender
 from .task_spec import publishes_global
 
@@ -64,20 +64,20 @@ def _settings(config: str | None) -> _Config:
 
 class Publisher:
     """``publish(ctx, ex_id, data, event, timestamp, **kwargs)``, as Mistral calls it;
-    a handle on the process's :class:`_Shared` publisher for its settings."""
+    a handle on the process's :class:`PublisherCore` publisher for its settings."""
 
-    _shared: dict[_Config, tuple[_Shared, int]] = {}  # settings -> (the publisher, its open handles)
+    _shared: dict[_Config, tuple[PublisherCore, int]] = {}  # settings -> (the publisher, its open handles)
     _shared_lock = threading.Lock()
 
     def __init__(self, config: str | None = None) -> None:
         self._settings = _settings(config)
         with Publisher._shared_lock:
-            shared, handles = Publisher._shared.get(self._settings) or (_Shared(*self._settings), 0)
+            shared, handles = Publisher._shared.get(self._settings) or (PublisherCore(*self._settings), 0)
             Publisher._shared[self._settings] = (shared, handles + 1)
-        self._core: _Shared | None = shared
+        self._core: PublisherCore | None = shared
 
     @property
-    def core(self) -> _Shared:
+    def core(self) -> PublisherCore:
         if self._core is None:
             raise RuntimeError("mistral_cache publisher: closed")
         return self._core
@@ -103,7 +103,7 @@ class Publisher:
         core.close()
 
 
-class _Shared:
+class PublisherCore:
     """One process's publisher for one set of settings."""
 
     def __init__(self, redis_url: str, namespace: str, mistral_url: str) -> None:
@@ -113,6 +113,7 @@ class _Shared:
         self.counts: dict[str, int] = {}
         self._lease: LeaseKeeper | None = None
         self._stats: StatsPublisher | None = None
+        self._closed = False
         self._lock = threading.Lock()
         self._lease_lock = threading.Lock()  # not the counters': starting a lease may wait one beat
         add_section(self.cache, "events", self.counters)
@@ -124,7 +125,7 @@ class _Shared:
             counts = dict(self.counts)
         if raw:
             return counts
-        for name in ("invalidations", "missed_events", "unacknowledged", "discarded", "kept_executions"):
+        for name in COUNTERS:
             counts.setdefault(name, 0)
         return counts
 
@@ -135,7 +136,7 @@ class _Shared:
     def _ensure_lease(self) -> None:
         if self._lease is None:
             with self._lease_lock:
-                if self._lease is None:
+                if self._lease is None and not self._closed:  # a publish racing the last close starts nothing
                     self._lease = LeaseKeeper(self.cache, self.mistral_url, (f"{PLUGIN_TYPE}:",)).start()
                     self._stats = StatsPublisher(self.cache).start()
 
@@ -159,6 +160,8 @@ class _Shared:
         self._ensure_lease()
 
     def close(self) -> None:
+        with self._lease_lock:
+            self._closed = True
         if self._lease is not None:
             self._lease.stop()
         if self._stats is not None:

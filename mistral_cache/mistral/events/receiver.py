@@ -32,7 +32,7 @@ from typing import Any
 
 from .definitions import Definitions
 from .lease import SENDER_TTL, sender_key
-from .mapping import FINISHING, Event, EventError, parse_event, tags_for
+from .mapping import FINISHING, RECEIVER_COUNTERS, Event, EventError, parse_event, tags_for
 
 __all__ = ["MAX_BODY", "RateLimit", "Receiver", "load_token", "mark_sender"]
 
@@ -246,14 +246,15 @@ class Receiver:
         ``missed_events``, ``unacknowledged``, ``discarded``, ``kept_executions``, and
         the requests this process made to Mistral: ``reconcile_requests`` and
         ``definition_requests`` (all these always present), and
-        ``definition_failures`` when the definition checks are on."""
+        ``definition_failures`` and ``definition_lookups`` (batches answered) when
+        the definition checks are on."""
         with self._lock:
             counts = {k: v for k, v in self.counts.items() if v}
         if self.definitions is not None:
             counts["definition_requests"] = self.definitions.requests
             counts["definition_failures"] = self.definitions.failures
-        for name in ("invalidations", "missed_events", "unacknowledged", "discarded", "kept_executions",
-                     "reconcile_requests", "definition_requests"):
+            counts["definition_lookups"] = self.definitions.lookups
+        for name in RECEIVER_COUNTERS:
             counts.setdefault(name, 0)
         return counts
 

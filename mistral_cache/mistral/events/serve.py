@@ -98,11 +98,12 @@ def build(s: Settings) -> Running:
                   timeouts=Timeouts(socket=0.25, connect=0.25))
     urls = s.notify_urls or (f"http://{s.listen}/events",)
     lease = LeaseKeeper(cache, s.mistral_url, urls)
-    definitions = Definitions(_mistral_client(s)).start() if s.definitions else None
+    mistral = _mistral_client(s) if s.definitions or s.reconcile > 0 else None  # one session, one token
+    definitions = Definitions(mistral).start() if s.definitions else None
     receiver = Receiver(cache, s.mistral_url, s.token, max_body=s.max_body, rate=RateLimit(s.rate, s.burst),
                         allow=s.allow, lease=lease, definitions=definitions, discard=s.discard, trace=s.trace)
     lease.start()
-    reconciler = Reconciler(_mistral_client(s), receiver, s.reconcile).start() if s.reconcile > 0 else None
+    reconciler = Reconciler(mistral, receiver, s.reconcile).start() if s.reconcile > 0 else None
     stats = StatsPublisher(cache, s.stats_interval).start() if s.stats_interval > 0 else None
     if s.metrics_listen:
         from ...observability.metrics import start_http_server
