@@ -205,8 +205,10 @@ class Definitions:
             if definition.get("updated_at"):  # updated: perhaps not what its executions run
                 continue
             quiet = quiet_tasks(definition.get("definition"), definition.get("name"))
+            if not quiet:
+                continue
             with self._cond:
-                for ident in executions if quiet else ():
+                for ident in executions:
                     self._quiet[ident] = quiet
                     self._quiet.move_to_end(ident)
                 while len(self._quiet) > self.maxsize:
